@@ -1,0 +1,90 @@
+"""Small, real bundles for tests, built from ONNX graphs made with onnx.helper (no torch).
+
+Each member is a two-layer MLP classifier on (C, H, W) inputs: Flatten -> Gemm -> Relu -> Gemm.
+Weights are drawn from a seeded generator, so members disagree a little, like an ensemble.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from wcx.bundle import Bundle, MemberSpec, write_bundle
+
+
+def make_mlp_onnx(
+    path: Path,
+    *,
+    sample_shape: tuple[int, int, int] = (1, 8, 8),
+    hidden: int = 16,
+    num_classes: int = 4,
+    seed: int = 0,
+    input_name: str = "input",
+) -> Path:
+    """Write a small MLP classifier as ONNX (dynamic batch, float32 in, float32 logits out)."""
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(sample_shape))
+    w1 = (rng.standard_normal((features, hidden)) / np.sqrt(features)).astype(np.float32)
+    b1 = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
+    w2 = (rng.standard_normal((hidden, num_classes)) * 2.0 / np.sqrt(hidden)).astype(np.float32)
+    b2 = (0.1 * rng.standard_normal(num_classes)).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        f"mlp_{seed}",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *sample_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def make_mlp_bundle(
+    root: Path,
+    *,
+    members: int = 2,
+    sample_shape: tuple[int, int, int] = (1, 8, 8),
+    hidden: int = 16,
+    num_classes: int = 4,
+    mean: float = 0.5,
+    std: float = 0.25,
+) -> Bundle:
+    """Build a bundle of ``members`` seeded MLPs in ``root / 'bundle'``."""
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    features = int(np.prod(sample_shape))
+    specs = []
+    for i in range(members):
+        onnx_path = make_mlp_onnx(
+            src / f"m{i}.onnx", sample_shape=sample_shape, hidden=hidden, num_classes=num_classes, seed=i
+        )
+        spec = MemberSpec(
+            name=f"m{i}",
+            file=f"members/m{i}.onnx",
+            sha256="",
+            precision="fp32",
+            input_name="input",
+            input_shape=[None, *sample_shape],
+            input_dtype="float32",
+            output_name="logits",
+            num_classes=num_classes,
+            # (hidden + 1) scaling makes later members dearer, like a real cascade.
+            macs=features * hidden * (i + 1) + hidden * num_classes,
+            preprocess={"mean": [mean] * sample_shape[0], "std": [std] * sample_shape[0]},
+        )
+        specs.append((spec, onnx_path))
+    provenance = {"wcx": "test", "torch": None, "onnx": onnx.__version__, "onnxruntime": None,
+                  "export_options": {"source": "tests/bundle_factory.py"}}
+    return write_bundle(root / "bundle", specs, provenance)

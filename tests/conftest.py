@@ -1,0 +1,44 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.bundle_factory import make_mlp_bundle
+from wcx.bundle import Bundle
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A two-member bundle of small ONNX MLPs (input (1, 8, 8), 4 classes), no policy yet.
+
+    Session-scoped: tests that change a bundle must copy it first (``copy_bundle``).
+    """
+    return make_mlp_bundle(tmp_path_factory.mktemp("mlp"))
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle3(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A three-member variant of ``mlp_bundle``."""
+    return make_mlp_bundle(tmp_path_factory.mktemp("mlp3"), members=3)
+
+
+@pytest.fixture
+def copy_bundle(tmp_path: Path):
+    """Copy a bundle into this test's tmp dir so it can be changed."""
+    import shutil
+
+    def _copy(bundle: Bundle) -> Bundle:
+        dest = tmp_path / "bundle_copy"
+        shutil.copytree(bundle.path, dest)
+        return Bundle.load(dest)
+
+    return _copy
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
