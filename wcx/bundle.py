@@ -309,3 +309,31 @@ def write_bundle(
             shutil.copyfile(source, target)
         write_manifest(tmp, new_manifest(specs, provenance))
     return Bundle.load(path)
+
+
+def select_members(
+    bundle: Bundle, names: Sequence[str], out: str | Path, *, overwrite: bool = False
+) -> Bundle:
+    """Write a new bundle holding only the members ``names`` of ``bundle``, in that order.
+
+    Files are copied and re-hashed; policy, calibration and engines are dropped (they were
+    fitted for the old member set). Used to build a cascade from a model zoo.
+    """
+    by_name = {m.name: m for m in bundle.members}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise BadInputError(
+            f"{bundle.path}: no member named {', '.join(unknown)} (members: {', '.join(by_name)})"
+        )
+    if not names:
+        raise BadInputError("select at least one member")
+    pairs: list[tuple[MemberSpec, Path]] = []
+    extra: list[tuple[str, Path]] = []
+    for name in names:
+        spec = by_name[name]
+        pairs.append((replace(spec), bundle.file(spec.file)))
+        extra.extend((ref["file"], bundle.file(ref["file"])) for ref in _iter_file_refs(asdict(spec))
+                     if ref["file"] != spec.file)
+    provenance = dict(bundle.manifest.get("provenance", {}))
+    provenance["selected_from"] = {"bundle": str(bundle.path), "members": list(names)}
+    return write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from wcx.bundle import MANIFEST_NAME, Bundle, write_bundle
+from wcx.bundle import MANIFEST_NAME, Bundle, select_members, write_bundle
 from wcx.errors import BadInputError
 
 
@@ -81,3 +81,13 @@ def test_existing_bundle_is_not_overwritten_by_default(mlp_bundle: Bundle, tmp_p
     shutil.copytree(mlp_bundle.path, dest)
     with pytest.raises(BadInputError, match="already exists"):
         write_bundle(dest, [(mlp_bundle.members[0], mlp_bundle.member_path(0))], {})
+
+
+def test_select_members_copies_in_the_given_order(mlp_bundle3: Bundle, tmp_path) -> None:
+    sub = select_members(mlp_bundle3, ["m2", "m0"], tmp_path / "sub")
+    assert [m.name for m in sub.members] == ["m2", "m0"]
+    assert sub.members[0].sha256 == mlp_bundle3.members[2].sha256
+    assert sub.policy is None
+    with pytest.raises(BadInputError, match="no member named zz"):
+        select_members(mlp_bundle3, ["zz"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
