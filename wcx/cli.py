@@ -9,10 +9,13 @@ the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +26,40 @@ from rich.table import Table
 from wcx import __version__
 from wcx.errors import BadInputError, WcxError
 
-app = typer.Typer(
+def _render_error(exc: WcxError) -> None:
+    err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a ``WcxError`` raised by a command into a one-line message and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WcxError as exc:
+            if _DEBUG["on"] or os.environ.get("WCX_DEBUG") == "1":
+                raise
+            _render_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+class _WcxTyper(typer.Typer):
+    """A Typer app whose every command runs inside the error boundary (also under CliRunner)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            register(_error_boundary(fn))
+            return fn
+
+        return decorator
+
+
+app = _WcxTyper(
     name="wcx",
     help=(
         "Deploy a deep ensemble as a window-based early-exit cascade: export members to ONNX "
@@ -94,6 +130,26 @@ def parse_int_list(text: str, *, option: str) -> list[int]:
     return values
 
 
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, shown only on a terminal; yields ``advance(done, total)``."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), "{task.completed}/{task.total}",
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
 # ---------------------------------------------------------------------------------------------
 # wcx inspect
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +192,199 @@ def inspect(
 # ---------------------------------------------------------------------------------------------
 # wcx calibrate  (owned by wcx.calibration)
 # ---------------------------------------------------------------------------------------------
+@app.command()
+def calibrate(
+    bundle: Annotated[
+        Path | None, typer.Argument(help="Bundle to calibrate (omit with --logits).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Held-out .npz (x, y) never used for training; the members run on it."),
+    ] = None,
+    logits: Annotated[
+        Path | None,
+        typer.Option("--logits", help="Calibrate from cached logits instead: .npz with logits (M, N, K), "
+                     "y (N,), optional macs (M,). Nothing is written into a bundle."),
+    ] = None,
+    risk: Annotated[float, typer.Option("--risk", help="Target selective risk in (0, 1) (task selective).")] = 0.05,
+    delta: Annotated[
+        float | None,
+        typer.Option("--delta", help="Enable the finite-sample guarantee: P(risk <= target) >= 1 - delta "
+                     "(Learn-then-Test). Without it the fit is empirical."),
+    ] = None,
+    task: Annotated[str, typer.Option("--task", help="selective (accept/reject) or ood (in/out of distribution).")]
+    = "selective",
+    tpr: Annotated[float, typer.Option("--tpr", help="Task ood: target in-distribution TPR.")] = 0.95,
+    ood_data: Annotated[
+        Path | None, typer.Option("--ood-data", help="Task ood: OOD .npz, only to report FPR and AUROC.")
+    ] = None,
+    policy: Annotated[
+        str, typer.Option("--policy", help="window (default), threshold (older single-threshold cascade), "
+                          "none (first member only) or all (full ensemble).")
+    ] = "window",
+    eps: Annotated[
+        float, typer.Option("--eps", help="Window search: tolerated loss of coverage at the target risk "
+                            "behind the full ensemble (0.005 = 0.5 points).")
+    ] = 0.005,
+    widths: Annotated[
+        str | None, typer.Option("--widths", help="Fix the window band instead of searching: 'W_LO,W_HI' "
+                                 "quantile widths (0.1,0.1 is the reference method's 20% band).")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="Policy threshold: fraction of inputs passed on "
+                                   "(default: the pass fraction of the window the search finds).")
+    ] = None,
+    score: Annotated[
+        str | None, typer.Option("--score", help="msp, neg_entropy, neg_energy or max_logit "
+                                 "(default msp for selective, neg_energy for ood).")
+    ] = None,
+    cost: Annotated[
+        str, typer.Option("--cost", help="Price stages by member MACs (macs) or measured latency "
+                          "(latency, needs --bench).")
+    ] = "macs",
+    bench: Annotated[
+        Path | None, typer.Option("--bench", help="JSON written by 'wcx bench --json' (for --cost latency).")
+    ] = None,
+    fit_fraction: Annotated[
+        float, typer.Option("--fit-fraction", help="Guaranteed mode: share of the held-out set that fits "
+                            "the windows; the rest certifies tau.")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fit/certify split (recorded).")] = 0,
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Test .npz (or logits .npz with --logits) measured with the "
+                                  "fitted thresholds, never re-fitted.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Backend that produces the logits: onnxruntime (default), torch "
+                          "or tensorrt. Calibrate on the deployment backend: precision shifts scores.")
+    ] = "onnxruntime",
+    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write plots (risk-coverage, cost vs coverage) to this dir.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the calibration report JSON here.")]
+    = None,
+) -> None:
+    """Fit the acceptance threshold and window bounds on held-out data for a risk target.
+
+    Writes the policy and calibration into the bundle's manifest (atomically). Exit 1 when no
+    threshold can be certified (the JSON is still written), 2 for bad input.
+    """
+    from wcx.calibration.calibrator import CascadeCalibrator
+    from wcx.calibration.held_out import (
+        calibrate_bundle,
+        latency_costs,
+        load_dataset_for,
+        load_logits,
+    )
+
+    if (bundle is None) == (logits is None):
+        raise BadInputError("give either a BUNDLE (with --data) or --logits LOGITS.npz")
+    fixed = None
+    if widths is not None:
+        try:
+            w_lo, w_hi = (float(v) for v in widths.split(","))
+        except ValueError:
+            raise BadInputError(f"--widths: expected 'W_LO,W_HI', got {widths!r}") from None
+        fixed = (w_lo, w_hi)
+    if cost == "latency" and bench is None:
+        raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
+    calibrator = CascadeCalibrator(
+        task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
+        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost,
+    )
+    labels_needed = task == "selective"
+    if logits is not None:
+        cal = load_logits(logits, require_labels=labels_needed)
+        macs = cal.macs
+        costs = macs if (cost == "macs" and macs is not None) else None
+        if cost == "latency":
+            raise BadInputError("--cost latency needs a bundle (member names to match the bench rows)")
+        calibrator.fit(cal.logits, cal.y, member_costs=costs, member_macs=macs)
+        test_report = None
+        if test is not None:
+            t = load_logits(test, require_labels=labels_needed)
+            test_report = calibrator.evaluate(t.logits, t.y)
+        result = calibrator.report_dict(test=test_report)
+        result["backend"] = None
+        result["manifest_written"] = False
+        fit_logits, fit_y = cal.logits, cal.y
+    else:
+        from wcx.bundle import Bundle
+
+        if data is None:
+            raise BadInputError("--data VAL.npz is required with a BUNDLE")
+        b = Bundle.load(bundle)
+        ds = load_dataset_for(b, data, require_labels=labels_needed)
+        test_ds = load_dataset_for(b, test, require_labels=labels_needed) if test else None
+        ood_ds = load_dataset_for(b, ood_data, require_labels=False) if ood_data else None
+        member_costs = None
+        if cost == "latency":
+            member_costs = latency_costs(_read_json(bench), [m.name for m in b.members])
+        with _progress("running members on held-out data") as advance:
+            done = calibrate_bundle(
+                b, ds, calibrator, backend=backend, threads=threads, member_costs=member_costs,
+                test=test_ds, ood=ood_ds, progress=advance,
+            )
+        result = done.report
+        fit_logits, fit_y = done.logits, done.labels
+    if report is not None:
+        from wcx.calibration.report import write_report
+
+        result["plots"] = [str(p) for p in write_report(calibrator, fit_logits, fit_y, report)]
+    if json_out is not None:
+        write_json(json_out, result)
+    _print_calibration(result)
+    calibrator.raise_if_failed()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _print_calibration(r: dict[str, Any]) -> None:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    table = Table(title=f"calibration ({r['mode']}, policy {r['policy']}, score {r['score']})")
+    table.add_column("")
+    table.add_column("held-out", justify="right")
+    if r.get("test"):
+        table.add_column("test", justify="right")
+    t = r.get("test") or {}
+    rows: list[tuple[str, str, str]] = [
+        ("tau", f"{r['tau']:.6g}" if r.get("tau") is not None else "-", ""),
+        ("windows", json.dumps(r.get("windows") or r.get("thresholds")), ""),
+        ("pass fraction", ", ".join(f"{p:.3f}" for p in r["pass_fraction"]),
+         ", ".join(f"{p:.3f}" for p in t.get("pass_fraction", []))),
+        ("expected MACs", f"{r['expected_macs']:,.0f}" if r.get("expected_macs") is not None else "-",
+         f"{t['expected_macs']:,.0f}" if t.get("expected_macs") is not None else ""),
+    ]
+    if r["task"] == "selective":
+        rows += [
+            ("coverage", pct(r.get("coverage")), pct(t.get("coverage")) if t else ""),
+            ("risk", pct(r.get("risk")), pct(t.get("risk")) if t else ""),
+        ]
+        if r.get("delta") is not None:
+            rows.append(("risk upper bound", pct(r.get("risk_upper_bound")), ""))
+    else:
+        rows += [("TPR", pct(r.get("tpr")), pct(t.get("tpr")) if t else "")]
+        if r.get("fpr") is not None:
+            rows.append(("FPR (OOD)", pct(r.get("fpr")), pct(t.get("fpr")) if t else ""))
+    if r.get("delta") is not None:
+        rows.append(("certified", str(r["certified"]), ""))
+    for name, a, b in rows:
+        table.add_row(name, a, *([b] if r.get("test") else []))
+    out.print(table)
+    if r.get("manifest_written"):
+        out.print(f"policy and calibration written to {r['bundle']}/wcx.json")
+
+
 
 # ---------------------------------------------------------------------------------------------
 # wcx run / wcx bench  (owned by wcx.runtime)
@@ -144,6 +393,56 @@ def inspect(
 # ---------------------------------------------------------------------------------------------
 # wcx build-engines  (owned by the TensorRT engine builder)
 # ---------------------------------------------------------------------------------------------
+@app.command("build-engines")
+def build_engines_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json).")],
+    opt_batch: Annotated[
+        int, typer.Option("--opt-batch", help="Batch size TensorRT tunes kernels for (profile opt).")
+    ] = 32,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Largest batch the engine accepts (profile max); larger "
+                          "subsets run in chunks.")
+    ] = 256,
+    workspace_mb: Annotated[
+        int | None, typer.Option("--workspace-mb", help="Limit TensorRT's workspace pool (MiB); "
+                                 "default: TensorRT's own limit.")
+    ] = None,
+    trt_log_level: Annotated[
+        str, typer.Option("--trt-log-level", help="TensorRT messages forwarded to the log: "
+                          "error, warning, info or verbose.")
+    ] = "warning",
+    member: Annotated[
+        list[str] | None, typer.Option("--member", help="Build only this member (repeatable).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the engine records as JSON here.")
+    ] = None,
+) -> None:
+    """Build a TensorRT engine per member on this GPU (strongly typed, from the member's ONNX)."""
+    from wcx.bundle import Bundle
+    from wcx.export.engine_compat import import_tensorrt
+    from wcx.export.tensorrt_engine import TRT_LOGGER_NAME, build_engines, python_log_level
+
+    import_tensorrt("wcx build-engines")  # refuse before reading anything when TensorRT is missing
+    logging.getLogger(TRT_LOGGER_NAME).setLevel(python_log_level(trt_log_level))
+    records = build_engines(
+        Bundle.load(bundle), opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
+        log_level=trt_log_level, members=member or None,
+    )
+    table = Table(title=f"TensorRT engines in {bundle}")
+    for col in ("member", "precision", "file", "profile (min/opt/max batch)", "TensorRT", "GPU", "sha256"):
+        table.add_column(col)
+    for rec in records:
+        prof = rec["profile"]
+        table.add_row(
+            rec["member"], rec["precision"], rec["file"],
+            f"{prof['min'][0]}/{prof['opt'][0]}/{prof['max'][0]}", rec["tensorrt_version"],
+            f"{rec['gpu_name']} (sm {rec['compute_capability']})", rec["sha256"][:12],
+        )
+    out.print(table)
+    if json_out:
+        write_json(json_out, records)
+
 
 # ---------------------------------------------------------------------------------------------
 # wcx demo
@@ -152,14 +451,14 @@ def inspect(
 
 def main() -> None:
     """Console entry point: the one error boundary of the CLI."""
-    # typer's standalone mode already turns usage errors into exit code 2 and Ctrl-C into an
-    # abort; everything wcx raises on purpose is a WcxError and is rendered here.
+    # typer's standalone mode turns usage errors into exit code 2 and Ctrl-C into an abort;
+    # commands render their own WcxErrors (_error_boundary); this catches the rest (callbacks).
     try:
         app()
     except WcxError as exc:
         if _DEBUG["on"] or os.environ.get("WCX_DEBUG") == "1":
             raise
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        _render_error(exc)
         sys.exit(exc.exit_code)
 
 

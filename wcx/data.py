@@ -125,9 +125,8 @@ def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> No
     from wcx.atomic import atomic_write
 
     arrays = {"x": x} if y is None else {"x": x, "y": y}
-    with atomic_write(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def read_idx(path: str | Path) -> np.ndarray:

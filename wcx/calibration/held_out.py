@@ -1,0 +1,230 @@
+"""Calibrating a bundle: run its members on held-out data once, fit, write the manifest.
+
+This is what ``wcx calibrate BUNDLE`` does (method.md section 3): every member runs on the whole
+held-out set on the *deployment* backend (precision and engine shift scores), the logits are
+cached inside the bundle (``cache/``, keyed by the data, the members and the backend, so
+re-calibrating at another risk does not re-run the members), a ``CascadeCalibrator`` is fitted
+on them, and the policy and calibration sections are written into the manifest atomically,
+recording which backend and precision produced the logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wcx.bundle import Bundle
+from wcx.calibration.calibrator import CascadeCalibrator
+from wcx.data import Dataset, load_npz
+from wcx.errors import BadInputError
+
+ProgressFn = Callable[[int, int], None]
+
+
+def bundle_precision(bundle: Bundle) -> str:
+    """The precision a calibration records: the members' one precision, or e.g. 'fp32,int8'."""
+    precisions = [m.precision for m in bundle.members]
+    return precisions[0] if len(set(precisions)) == 1 else ",".join(precisions)
+
+
+def _cache_key(bundle: Bundle, x: np.ndarray, backend: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(backend.encode())
+    for m in bundle.members:
+        digest.update(m.sha256.encode())
+    digest.update(str(x.shape).encode() + str(x.dtype).encode())
+    digest.update(np.ascontiguousarray(x).data)
+    return digest.hexdigest()[:24]
+
+
+def collect_logits(
+    bundle: Bundle,
+    x: np.ndarray,
+    *,
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    batch_size: int = 512,
+    cache: bool = True,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Logits ``(M, N, K)`` float32 of every member on every row of ``x``.
+
+    Each member runs on the whole set (no cascade), on ``backend``, with the bundle's
+    preprocessing. With ``cache`` the result is stored in ``bundle/cache/`` and reused.
+    ``progress(done, total)`` is called after each chunk.
+    """
+    from wcx.data import validate_inputs
+    from wcx.runtime.backends import create_runner
+    from wcx.runtime.preprocess import Preprocessor
+
+    validate_inputs(x, where="held-out data", sample_shape=bundle.sample_shape)
+    cache_file = bundle.path / "cache" / f"logits-{_cache_key(bundle, x, backend)}.npy"
+    if cache and cache_file.is_file():
+        try:
+            cached = np.load(cache_file, allow_pickle=False)
+            if cached.shape == (len(bundle.members), x.shape[0], bundle.num_classes):
+                return cached
+        except (OSError, ValueError):
+            pass  # a damaged cache is recomputed, never trusted
+    pre = Preprocessor.from_manifest(bundle.preprocess)
+    n = int(x.shape[0])
+    out = np.empty((len(bundle.members), n, bundle.num_classes), dtype=np.float32)
+    total = len(bundle.members) * n
+    done = 0
+    for i, member in enumerate(bundle.members):
+        with create_runner(bundle, i, backend, threads=threads) as runner:
+            for start in range(0, n, batch_size):
+                chunk = pre(x[start : start + batch_size])
+                logits = runner.infer({member.input_name: chunk})["logits"]
+                out[i, start : start + chunk.shape[0]] = _to_numpy(logits)
+                done += chunk.shape[0]
+                if progress is not None:
+                    progress(done, total)
+    if not np.isfinite(out).all():
+        raise BadInputError(f"{bundle.path}: members produced NaN or infinite logits on the held-out data")
+    if cache:
+        from wcx.atomic import atomic_write
+
+        with atomic_write(cache_file) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out)
+    return out
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    return array.detach().float().cpu().numpy()  # a torch tensor from a GPU backend
+
+
+@dataclass(frozen=True)
+class LogitsFile:
+    """Cached logits read from an ``.npz`` with ``logits`` (M, N, K), optional ``y`` (N,) and
+    optional ``macs`` (M,) (cost per member; without it each member costs 1)."""
+
+    logits: np.ndarray
+    y: np.ndarray | None
+    macs: np.ndarray | None
+    path: Path
+
+
+def load_logits(path: str | Path, *, require_labels: bool = False) -> LogitsFile:
+    """Read and validate a logits ``.npz`` file (one-line ``BadInputError`` naming the file)."""
+    import zipfile
+
+    from wcx.data import validate_labels
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such logits file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "logits" not in archive.files:
+                raise BadInputError(f"{path}: missing key 'logits' (found: {', '.join(archive.files)})")
+            logits = archive["logits"]
+            y = archive["y"] if "y" in archive.files else None
+            macs = archive["macs"] if "macs" in archive.files else None
+    except BadInputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise BadInputError(f"{path}: not a readable .npz file ({exc})") from None
+    if logits.ndim != 3 or min(logits.shape) < 1:
+        raise BadInputError(f"{path}: 'logits' must have shape (M, N, K), got {tuple(logits.shape)}")
+    if not np.issubdtype(logits.dtype, np.floating) or not np.isfinite(logits).all():
+        raise BadInputError(f"{path}: 'logits' must be finite floats")
+    if y is not None:
+        y = validate_labels(y, logits.shape[1], where=str(path), num_classes=logits.shape[2])
+    elif require_labels:
+        raise BadInputError(f"{path}: labels 'y' are required here but the file has none")
+    if macs is not None and (macs.shape != (logits.shape[0],) or not np.isfinite(macs).all() or (macs < 0).any()):
+        raise BadInputError(f"{path}: 'macs' must hold one non-negative value per member")
+    return LogitsFile(logits=logits, y=y, macs=macs, path=path)
+
+
+def latency_costs(bench_rows: list[dict[str, Any]], member_names: list[str]) -> list[float]:
+    """Per-input latency (ms) of each member from ``wcx bench --json`` rows, at the largest
+    batch size benchmarked for that member (method: issue 3, ``--cost latency``)."""
+    costs = []
+    for name in member_names:
+        rows = [r for r in bench_rows if r.get("config") == f"member:{name}"]
+        if not rows:
+            raise BadInputError(f"the bench file has no rows for member {name!r} (config 'member:{name}')")
+        row = max(rows, key=lambda r: int(r["batch_size"]))
+        costs.append(float(row["p50_ms"]) / int(row["batch_size"]))
+    return costs
+
+
+@dataclass
+class BundleCalibration:
+    """What :func:`calibrate_bundle` produced: the fitted calibrator, its report and logits."""
+
+    calibrator: CascadeCalibrator
+    report: dict[str, Any]
+    logits: np.ndarray
+    labels: np.ndarray | None
+    test_logits: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+def calibrate_bundle(
+    bundle: Bundle,
+    data: Dataset,
+    calibrator: CascadeCalibrator,
+    *,
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    member_costs: list[float] | None = None,
+    test: Dataset | None = None,
+    ood: Dataset | None = None,
+    write_manifest: bool = True,
+    progress: ProgressFn | None = None,
+) -> BundleCalibration:
+    """Fit ``calibrator`` on ``bundle``'s logits for ``data`` and (when certified or when the
+    empirical fit found a threshold) write the policy and calibration into the manifest.
+
+    ``member_costs`` default to the members' MACs. ``test`` is evaluated with the fitted
+    thresholds, never re-fitted. ``ood`` (OOD task) only reports FPR and AUROC. The report is
+    returned even when the fit failed; the caller decides the exit (``raise_if_failed``).
+    """
+    if calibrator.task == "selective" and data.y is None:
+        raise BadInputError(f"{data.path}: selective calibration needs labels 'y'")
+    kw = {"backend": backend, "threads": threads, "progress": progress}
+    logits = collect_logits(bundle, data.x, **kw)
+    ood_logits = collect_logits(bundle, ood.x, **kw) if ood is not None else None
+    macs = [float(m) for m in bundle.member_macs]
+    calibrator.fit(
+        logits, data.y, member_costs=macs if member_costs is None else member_costs,
+        member_macs=macs, ood_logits=ood_logits,
+    )
+    test_report = None
+    test_logits = None
+    if test is not None:
+        if calibrator.task == "selective" and test.y is None:
+            raise BadInputError(f"{test.path}: the test set needs labels 'y'")
+        test_logits = collect_logits(bundle, test.x, **kw)
+        test_report = calibrator.evaluate(test_logits, test.y, ood_logits=ood_logits)
+    report = calibrator.report_dict(test=test_report)
+    report["backend"] = backend
+    report["precision"] = bundle_precision(bundle)
+    report["bundle"] = str(bundle.path)
+    deployable = calibrator.certified_ if calibrator.delta is not None else np.isfinite(calibrator.tau_)
+    if write_manifest and deployable:
+        bundle.update_sections(
+            policy=calibrator.to_policy_dict(),
+            calibration=calibrator.to_calibration_dict(backend=backend, precision=bundle_precision(bundle)),
+        )
+    report["manifest_written"] = bool(write_manifest and deployable)
+    return BundleCalibration(
+        calibrator=calibrator, report=report, logits=logits, labels=data.y,
+        test_logits=test_logits, test_labels=None if test is None else test.y,
+    )
+
+
+def load_dataset_for(bundle: Bundle, path: str | Path, *, require_labels: bool) -> Dataset:
+    """Read a data file checked against the bundle's input shape and class count."""
+    return load_npz(path, require_labels=require_labels, sample_shape=bundle.sample_shape,
+                    num_classes=bundle.num_classes)
