@@ -21,13 +21,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from wcx import __version__
 from wcx.errors import BadInputError, WcxError
 
 def _render_error(exc: WcxError) -> None:
-    err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    # The message is escaped: text like wcx[tensorrt] must not be read as rich markup.
+    err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -389,6 +391,82 @@ def _print_calibration(r: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # wcx run / wcx bench  (owned by wcx.runtime)
 # ---------------------------------------------------------------------------------------------
+_BACKEND_HELP = "Backend: auto, onnxruntime, torch or tensorrt (auto: the calibrated one if it can run here)."
+
+
+@app.command("run")
+def run_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json) with a policy.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W) and optional labels y.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Write pred, score, accept, exit_stage here (.npz).")],
+    backend: Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per cascade call.")] = 256,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Run the cascade on a data file; with labels, print accuracy, coverage and risk."""
+    from wcx.runtime.cli_support import run_on_file
+
+    summary = run_on_file(bundle, data, out_path, backend=backend, batch_size=batch_size,
+                          threads=threads, strict=strict)
+    table = Table(title=f"wcx run  {bundle}  ({summary['backend']}/{summary['precision']})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key in ("n", "accepted", "coverage", "accuracy", "risk"):
+        if key in summary:
+            value = summary[key]
+            table.add_row(key, "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("pass_fraction", ", ".join(f"{p:.3f}" for p in summary["pass_fraction"]))
+    out.print(table)
+    out.print(f"wrote {out_path}")
+    if json_out:
+        write_json(json_out, summary)
+
+
+@app.command("bench")
+def bench_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json) with a policy.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W); labels are ignored.")],
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Comma-separated batch sizes.")] = "1,32,256",
+    backend: Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)] = "auto",
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per configuration.")] = 30,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing.")] = 5,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write one row per configuration here.")] = None,
+) -> None:
+    """Measure the cascade, the full ensemble and each member alone: latency, throughput, overhead."""
+    from wcx.bundle import Bundle
+    from wcx.data import load_npz
+    from wcx.runtime.bench import benchmark
+
+    sizes = parse_int_list(batch_size, option="--batch-size")
+    b = Bundle.load(bundle)
+    ds = load_npz(data, sample_shape=b.sample_shape)
+    rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
+                     strict=strict)
+    table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})")
+    for col in ("config", "batch", "p50 ms", "p90 ms", "p99 ms", "rows/s", "pass fraction", "overhead"):
+        table.add_column(col, justify="left" if col in ("config", "pass fraction") else "right")
+    for r in rows:
+        table.add_row(
+            r.config, str(r.batch_size), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+            f"{r.throughput:,.0f}", ", ".join(f"{p:.2f}" for p in r.pass_fraction or []),
+            "" if r.overhead is None else f"{r.overhead:.3f}x",
+        )
+    out.print(table)
+    if json_out:
+        write_json(json_out, [r.to_dict() for r in rows])
+
 
 # ---------------------------------------------------------------------------------------------
 # wcx build-engines  (owned by the TensorRT engine builder)

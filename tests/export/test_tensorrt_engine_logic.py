@@ -1,0 +1,599 @@
+"""The TensorRT engine logic that needs no GPU: profiles, chunking, compatibility decisions,
+manifest engine records, the refusals without TensorRT, and ``wcx build-engines``'s exit code.
+
+``build_engines`` itself is driven here with a small *fake* ``tensorrt`` module that follows the
+documented TensorRT 10/11 Python API and refuses what wcx must never do (EXPLICIT_BATCH or any
+network flag other than STRONGLY_TYPED, missing ``ignore_mismatch``). It checks wcx's control
+flow and records, not TensorRT: the real engines are built in tests/runtime (GPU + TensorRT only),
+and the names used are checked against the real bindings in tests/contract.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from tests.bundle_factory import make_mlp_bundle
+from wcx.bundle import Bundle
+from wcx.errors import BadInputError, MissingDependencyError, WorkFailedError
+from wcx.export import engine_compat, tensorrt_engine
+from wcx.export.engine_compat import (
+    check_engine_compatible,
+    chunk_ranges,
+    engine_record_for,
+    make_engine_record,
+    normalize_compute_capability,
+    profile_max_batch,
+    profile_shapes,
+    tensorrt_available,
+    validate_batch_sizes,
+)
+
+GOOD = {"trt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "onnx_sha256": "a" * 64}
+
+
+def _record(**over):
+    rec = make_engine_record(
+        member="m0", file_ref={"file": "engines/m0.engine", "sha256": "e" * 64},
+        tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability=(8, 7), onnx_sha256="a" * 64,
+        precision="fp16", input_name="input", output_name="logits",
+        profile={"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]},
+        build_options={"opt_batch": 8, "max_batch": 64, "workspace_mb": None, "strongly_typed": True},
+    )
+    rec.update(over)
+    return rec
+
+
+# -------------------------------------------------------------------------------------------
+# profiles and chunking
+# -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_dim", [-1, None, "N", "batch"])
+def test_profile_shapes_take_other_dims_from_the_onnx_input(batch_dim) -> None:
+    shapes = profile_shapes([batch_dim, 3, 32, 32], opt_batch=8, max_batch=64)
+    assert shapes == {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [64, 3, 32, 32]}
+
+
+def test_profile_shapes_fill_dynamic_spatial_dims_from_the_manifest() -> None:
+    assert profile_shapes([-1, 1, -1, -1], opt_batch=1, max_batch=1, sample_shape=(1, 8, 8)) == {
+        "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}
+    with pytest.raises(BadInputError, match="only the batch dimension"):
+        profile_shapes([-1, 1, -1, 8], opt_batch=1, max_batch=2)
+    with pytest.raises(BadInputError, match="disagrees"):
+        profile_shapes([-1, 3, 8, 8], opt_batch=1, max_batch=2, sample_shape=(1, 8, 8))
+
+
+def test_profile_shapes_refuse_a_fixed_batch_and_a_missing_batch_dim() -> None:
+    with pytest.raises(BadInputError, match="fixed batch size 1.*dynamic batch"):
+        profile_shapes([1, 3, 8, 8], opt_batch=1, max_batch=4)
+    with pytest.raises(BadInputError, match="no batch dimension"):
+        profile_shapes([-1], opt_batch=1, max_batch=4)
+
+
+@pytest.mark.parametrize(("opt", "mx", "match"), [
+    (0, 4, "--opt-batch: must be at least 1"),
+    (2, 0, "--max-batch: must be at least 1"),
+    (8, 4, r"--opt-batch \(8\) must not exceed --max-batch \(4\)"),
+    (1.5, 4, "--opt-batch: expected an integer"),
+    (True, 4, "--opt-batch: expected an integer"),
+])
+def test_batch_sizes_are_validated(opt, mx, match) -> None:
+    with pytest.raises(BadInputError, match=match):
+        validate_batch_sizes(opt, mx)
+
+
+def test_batch_sizes_accept_equal_opt_and_max() -> None:
+    validate_batch_sizes(1, 1)
+    validate_batch_sizes(32, 32)
+
+
+@pytest.mark.parametrize(("n", "mx", "expected"), [
+    (0, 4, []),
+    (1, 4, [(0, 1)]),
+    (4, 4, [(0, 4)]),
+    (5, 4, [(0, 4), (4, 5)]),
+    (10, 3, [(0, 3), (3, 6), (6, 9), (9, 10)]),
+    (7, 1, [(i, i + 1) for i in range(7)]),
+])
+def test_chunk_ranges(n, mx, expected) -> None:
+    assert chunk_ranges(n, mx) == expected
+
+
+def test_chunk_ranges_cover_every_row_once() -> None:
+    for n in range(0, 70):
+        for mx in (1, 2, 7, 64):
+            chunks = chunk_ranges(n, mx)
+            rows = [r for a, b in chunks for r in range(a, b)]
+            assert rows == list(range(n))
+            assert all(0 < b - a <= mx for a, b in chunks)
+
+
+def test_chunk_ranges_refuse_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        chunk_ranges(-1, 4)
+    with pytest.raises(ValueError):
+        chunk_ranges(4, 0)
+
+
+def test_profile_max_batch() -> None:
+    assert profile_max_batch(_record()) == 64
+    with pytest.raises(BadInputError, match="no valid profile.*wcx build-engines"):
+        profile_max_batch({"member": "m0"})
+
+
+# -------------------------------------------------------------------------------------------
+# compatibility decisions and messages
+# -------------------------------------------------------------------------------------------
+def test_engine_record_layout() -> None:
+    rec = _record()
+    assert set(rec) == {"member", "file", "sha256", "tensorrt_version", "gpu_name", "compute_capability",
+                        "onnx_sha256", "precision", "input_name", "output_name", "build_options", "profile"}
+    assert rec["compute_capability"] == "8.7"
+    assert rec["profile"] == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
+    json.dumps(rec)  # JSON-serialisable as it is
+
+
+@pytest.mark.parametrize("value", [(8, 7), [8, 7], "8.7", "sm_87", " 8.7 "])
+def test_normalize_compute_capability(value) -> None:
+    assert normalize_compute_capability(value) == "8.7"
+
+
+def test_compatible_engine_passes() -> None:
+    assert check_engine_compatible(_record(), **GOOD) is None
+    assert check_engine_compatible(_record(), **{**GOOD, "compute_capability": (8, 7)}) is None
+
+
+def test_other_tensorrt_version_is_refused_with_the_rebuild_command() -> None:
+    with pytest.raises(BadInputError) as info:
+        check_engine_compatible(_record(), **{**GOOD, "trt_version": "11.4.0.106"}, bundle_path="/b/x")
+    msg = str(info.value)
+    assert "member 'm0'" in msg
+    assert "built with TensorRT 10.3.0.30, this machine has TensorRT 11.4.0.106" in msg
+    assert "wcx build-engines /b/x" in msg
+    assert info.value.exit_code == 2
+
+
+def test_a_patch_release_counts_as_another_version() -> None:
+    with pytest.raises(BadInputError, match="10.3.0.30.*10.3.0.26"):
+        check_engine_compatible(_record(), **{**GOOD, "trt_version": "10.3.0.26"})
+
+
+def test_other_gpu_architecture_is_refused() -> None:
+    with pytest.raises(BadInputError, match=r"compute capability 8.7 \(Orin\), this GPU \(NVIDIA H100.*\) "
+                                            r"has compute capability 9.0.*wcx build-engines BUNDLE"):
+        check_engine_compatible(_record(), **{**GOOD, "gpu_name": "NVIDIA H100 80GB HBM3",
+                                               "compute_capability": (9, 0)})
+
+
+def test_changed_onnx_is_refused() -> None:
+    with pytest.raises(BadInputError, match="ONNX changed since the build.*aaaaaaaaaaaa.*bbbbbbbbbbbb"):
+        check_engine_compatible(_record(), **{**GOOD, "onnx_sha256": "b" * 64})
+
+
+def test_every_difference_is_listed_at_once() -> None:
+    with pytest.raises(BadInputError) as info:
+        check_engine_compatible(_record(), trt_version="11.4.0.106", gpu_name="H200",
+                                compute_capability="9.0", onnx_sha256="c" * 64)
+    msg = str(info.value)
+    assert "TensorRT 11.4.0.106" in msg and "compute capability 9.0" in msg and "ONNX changed" in msg
+    assert msg.count("\n") == 0
+
+
+def test_other_gpu_name_same_architecture_only_warns(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="wcx.export.engine_compat"):
+        check_engine_compatible(_record(), **{**GOOD, "gpu_name": "Orin NX"})
+    assert "built on Orin and runs on Orin NX" in caplog.text
+
+
+def test_engine_record_for_missing_engines_says_how_to_build() -> None:
+    with pytest.raises(BadInputError, match="no TensorRT engine for member 'm0'.*wcx build-engines /b"):
+        engine_record_for({"engines": None}, "m0", bundle_path="/b")
+    with pytest.raises(BadInputError, match="no TensorRT engine for member 'm1'"):
+        engine_record_for({"engines": {"members": {"m0": _record()}}}, "m1")
+    broken = {k: v for k, v in _record().items() if k != "onnx_sha256"}
+    with pytest.raises(BadInputError, match="lacks onnx_sha256"):
+        engine_record_for({"engines": {"members": {"m0": broken}}}, "m0")
+    assert engine_record_for({"engines": {"members": {"m0": _record()}}}, "m0")["file"] == "engines/m0.engine"
+
+
+# -------------------------------------------------------------------------------------------
+# refusals when TensorRT (or a GPU) is missing
+# -------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+def _assert_install_message(msg: str) -> None:
+    assert "TensorRT" in msg
+    assert "pip install tensorrt" in msg
+    assert "JetPack" in msg and "not from pip" in msg
+    assert "--backend onnxruntime" in msg
+
+
+def test_tensorrt_available_reports_the_reason(no_tensorrt) -> None:
+    ok, reason = tensorrt_available()
+    assert ok is False
+    _assert_install_message(reason)
+
+
+def test_tensorrt_available_without_a_gpu(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ok, reason = tensorrt_available()
+    assert ok is False
+    assert "needs a CUDA GPU" in reason and "--backend onnxruntime" in reason
+
+
+def test_build_engines_without_tensorrt(no_tensorrt, mlp_bundle) -> None:
+    with pytest.raises(MissingDependencyError) as info:
+        tensorrt_engine.build_engines(mlp_bundle, opt_batch=4, max_batch=16)
+    assert info.value.exit_code == 2
+    _assert_install_message(str(info.value))
+
+
+def test_build_engines_validates_options_before_importing_tensorrt(no_tensorrt, mlp_bundle) -> None:
+    with pytest.raises(BadInputError, match="--opt-batch"):
+        tensorrt_engine.build_engines(mlp_bundle, opt_batch=32, max_batch=16)
+    with pytest.raises(BadInputError, match="--workspace-mb"):
+        tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, workspace_mb=0)
+    with pytest.raises(BadInputError, match="--trt-log-level"):
+        tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, log_level="loud")
+    with pytest.raises(BadInputError, match="no member named zz"):
+        tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, members=["zz"])
+
+
+def test_runner_activation_without_tensorrt(no_tensorrt, mlp_bundle) -> None:
+    from wcx.runtime.tensorrt_runner import TensorRTRunner
+
+    runner = TensorRTRunner(mlp_bundle, 0)
+    assert runner.backend == "tensorrt" and runner.pads_to_buckets is True
+    with pytest.raises(MissingDependencyError) as info:
+        runner.activate()
+    _assert_install_message(str(info.value))
+    assert not runner.is_active
+
+
+def test_cli_build_engines_without_tensorrt_exits_2(no_tensorrt, mlp_bundle, monkeypatch, capsys) -> None:
+    import wcx.cli
+
+    # Every command runs inside the CLI's error boundary: one line, exit code 2.
+    result = CliRunner().invoke(wcx.cli.app, ["build-engines", str(mlp_bundle.path), "--max-batch", "16"])
+    assert result.exit_code == 2, (result.exception, result.output)
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert "pip install tensorrt" in text and "--backend onnxruntime" in text
+    assert "Traceback" not in text
+    # So does the console entry point.
+    monkeypatch.setattr(sys, "argv", ["wcx", "build-engines", str(mlp_bundle.path)])
+    monkeypatch.delenv("WCX_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        wcx.cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert "pip install tensorrt" in err and "--backend onnxruntime" in err
+
+
+def test_cli_build_engines_calls_the_library(monkeypatch, mlp_bundle, tmp_path) -> None:
+    import wcx.cli
+
+    calls = []
+
+    def fake_build(bundle, **kwargs):
+        calls.append((bundle.path, kwargs))
+        return [_record()]
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
+    monkeypatch.setattr(tensorrt_engine, "build_engines", fake_build)
+    out = tmp_path / "records.json"
+    result = CliRunner().invoke(wcx.cli.app, [
+        "build-engines", str(mlp_bundle.path), "--opt-batch", "8", "--max-batch", "64",
+        "--workspace-mb", "512", "--trt-log-level", "info", "--member", "m0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert calls == [(mlp_bundle.path, {"opt_batch": 8, "max_batch": 64, "workspace_mb": 512,
+                                        "log_level": "info", "members": ["m0"]})]
+    assert json.loads(out.read_text())[0]["member"] == "m0"
+    assert "TensorRT engines in" in result.output and "m0" in result.output
+
+
+# -------------------------------------------------------------------------------------------
+# build_engines against a fake TensorRT module (control flow, staging, manifest records)
+# -------------------------------------------------------------------------------------------
+class _Enum:
+    def __init__(self, **members):
+        for k, v in members.items():
+            setattr(self, k, v)
+
+
+def make_fake_tensorrt(*, fail_build_for: str | None = None, fail_parse: bool = False):
+    """A minimal stand-in for the TensorRT 10/11 Python API, strict about what wcx may call."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0.30"
+    trt.events = []
+
+    class ILogger:
+        Severity = _Enum(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+        def __init__(self):
+            self._base_init = True
+
+    trt.ILogger = ILogger
+    trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=1)
+    trt.MemoryPoolType = _Enum(WORKSPACE=0)
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        def __init__(self, flags):
+            if flags != 1 << 1:
+                raise AssertionError(f"network flags {flags}: only STRONGLY_TYPED may be set")
+            self.inputs, self.outputs = [], []
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_outputs = property(lambda self: len(self.outputs))
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+    class ParserError:
+        def desc(self):
+            return "Unsupported operator Foo"
+
+        def node(self):
+            return 3
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            assert getattr(logger, "_base_init", False), "ILogger.__init__ was not called"
+            self.network, self.errors = network, []
+
+        def parse(self, model, path=None):
+            if fail_parse:
+                self.errors.append(ParserError())
+                return False
+            graph = onnx.load_from_string(bytes(model)).graph
+            for vi in graph.input:
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+                self.network.inputs.append(Tensor(vi.name, tuple(dims)))
+            self.network.outputs = [Tensor(vo.name, None) for vo in graph.output]
+            return True
+
+        num_errors = property(lambda self: len(self.errors))
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class TimingCache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return self.blob + b"+"
+
+    class Config:
+        def __init__(self):
+            self.profiles, self.pool, self.cache = [], None, None
+
+        def set_memory_pool_limit(self, pool, size):
+            self.pool = (pool, size)
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, blob):
+            trt.events.append(("create_timing_cache", bytes(blob)))
+            return TimingCache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            self.shape = (name, mn, opt, mx)
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags=0):
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            name = network.inputs[0].name
+            trt.events.append(("build", config.profiles[0].shape, config.pool))
+            if fail_build_for is not None and len([e for e in trt.events if e[0] == "build"]) == 2:
+                self.logger.log(ILogger.Severity.ERROR, "out of memory while building")
+                return None
+            return memoryview(f"ENGINE:{name}:{config.profiles[0].shape}".encode())
+
+    trt.OnnxParser, trt.Builder = OnnxParser, Builder
+    return trt
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    def install(**kwargs):
+        trt = make_fake_tensorrt(**kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(engine_compat, "cuda_gpu_facts",
+                            lambda purpose="": {"gpu_name": "Orin", "compute_capability": "8.7"})
+        monkeypatch.setattr(tensorrt_engine, "cuda_gpu_facts",
+                            lambda purpose="": {"gpu_name": "Orin", "compute_capability": "8.7"})
+        monkeypatch.setattr(tensorrt_engine, "_LOGGER_SINGLETON", {})
+        return trt
+
+    return install
+
+
+def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
+    trt = fake_trt()
+    bundle = make_mlp_bundle(tmp_path)
+    records = tensorrt_engine.build_engines(bundle, opt_batch=8, max_batch=64, workspace_mb=256)
+    assert [r["member"] for r in records] == ["m0", "m1"]
+    builds = [e for e in trt.events if e[0] == "build"]
+    assert builds[0] == ("build", ("input", (1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8)), (0, 256 << 20))
+
+    reloaded = Bundle.load(bundle.path)  # every engine file is hash-verified on load
+    section = reloaded.manifest["engines"]
+    assert section["backend"] == "tensorrt"
+    assert list(section["members"]) == ["m0", "m1"]
+    rec = section["members"]["m0"]
+    assert rec == records[0]
+    assert rec["file"] == "engines/m0.engine"
+    assert (bundle.path / "engines/m0.engine").read_bytes().startswith(b"ENGINE:input:")
+    assert rec["onnx_sha256"] == reloaded.members[0].sha256
+    assert rec["tensorrt_version"] == "10.3.0.30"
+    assert (rec["gpu_name"], rec["compute_capability"]) == ("Orin", "8.7")
+    assert rec["profile"] == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
+    assert rec["build_options"] == {"opt_batch": 8, "max_batch": 64, "workspace_mb": 256,
+                                    "strongly_typed": True, "timing_cache": True}
+    assert section["timing_cache"]["file"] == "engines/timing.cache"
+    assert (bundle.path / "engines/timing.cache").read_bytes() == b"+"
+    assert not list((bundle.path / "engines").glob(".*.tmp"))
+    check_engine_compatible(rec, trt_version="10.3.0.30", gpu_name="Orin", compute_capability=(8, 7),
+                            onnx_sha256=reloaded.members[0].sha256)
+
+    # A rebuild of one member reuses the timing cache and keeps the other member's record.
+    trt.events.clear()
+    tensorrt_engine.build_engines(reloaded, opt_batch=4, max_batch=32, members=["m1"])
+    assert ("create_timing_cache", b"+") in trt.events
+    again = Bundle.load(bundle.path).manifest["engines"]["members"]
+    assert again["m0"] == rec
+    assert again["m1"]["profile"]["max"] == [32, 1, 8, 8]
+
+
+def test_timing_cache_from_another_tensorrt_is_not_reused(fake_trt, tmp_path) -> None:
+    trt = fake_trt()
+    bundle = make_mlp_bundle(tmp_path, members=1)
+    tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+    trt.__version__ = "11.4.0.106"
+    trt.events.clear()
+    tensorrt_engine.build_engines(Bundle.load(bundle.path), opt_batch=1, max_batch=4)
+    assert ("create_timing_cache", b"") in trt.events
+    assert Bundle.load(bundle.path).manifest["engines"]["timing_cache"]["tensorrt_version"] == "11.4.0.106"
+
+
+def test_failed_build_leaves_the_bundle_as_it_was(fake_trt, tmp_path) -> None:
+    fake_trt(fail_build_for="m1")
+    bundle = make_mlp_bundle(tmp_path)
+    before = (bundle.path / "wcx.json").read_text()
+    with pytest.raises(WorkFailedError, match="member 'm1'.*out of memory while building") as info:
+        tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+    assert info.value.exit_code == 1
+    assert (bundle.path / "wcx.json").read_text() == before
+    assert not (bundle.path / "engines").exists() or not any((bundle.path / "engines").iterdir())
+    Bundle.load(bundle.path)
+
+
+def test_parse_failure_is_a_failed_build_with_the_parser_errors(fake_trt, tmp_path) -> None:
+    fake_trt(fail_parse=True)
+    bundle = make_mlp_bundle(tmp_path, members=1)
+    expected = r"could not parse member 'm0'.*Unsupported operator Foo \(node 3\)"
+    with pytest.raises(WorkFailedError, match=expected):
+        tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+
+
+def test_trt_logger_forwards_to_python_logging(fake_trt, caplog) -> None:
+    trt = fake_trt()
+    logger = tensorrt_engine.get_trt_logger(trt, "warning")
+    assert tensorrt_engine.get_trt_logger(trt, "info") is logger  # one logger per process
+    with caplog.at_level(logging.DEBUG, logger=tensorrt_engine.TRT_LOGGER_NAME):
+        tensorrt_engine.get_trt_logger(trt, "warning")
+        logger.log(trt.ILogger.Severity.WARNING, "w-msg")
+        logger.log(trt.ILogger.Severity.INFO, "i-msg")
+        logger.log(trt.ILogger.Severity.ERROR, "e-msg")
+        tensorrt_engine.get_trt_logger(trt, "verbose")
+        logger.log(trt.ILogger.Severity.VERBOSE, "v-msg")
+    got = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert got == [("WARNING", "w-msg"), ("ERROR", "e-msg"), ("DEBUG", "v-msg")]
+    assert list(logger.recent_errors) == ["e-msg"]
+    assert tensorrt_engine.python_log_level("verbose") == logging.DEBUG
+
+
+def test_build_member_refuses_an_onnx_altered_after_load(fake_trt, tmp_path) -> None:
+    fake_trt()
+    bundle = make_mlp_bundle(tmp_path, members=1)
+    onnx_file: Path = bundle.member_path(0)
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(BadInputError, match="was altered"):
+        tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+
+
+def _qdq_model(*, bias_dtype, zero_point: int):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array([1, 2], dtype=bias_dtype), "b_q"),
+        numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_point, dtype=np.int8), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_x"),
+        helper.make_node("DequantizeLinear", ["b_q", "s"], ["b"], name="dq_bias"),
+        helper.make_node("Add", ["xd", "b"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_trt_unsupported_qdq_finds_int32_biases_and_zero_points() -> None:
+    import numpy as np
+
+    assert engine_compat.trt_unsupported_qdq(_qdq_model(bias_dtype=np.int8, zero_point=0)) == []
+    problems = engine_compat.trt_unsupported_qdq(_qdq_model(bias_dtype=np.int32, zero_point=3))
+    assert any("dq_bias: DequantizeLinear of an INT32 tensor" in p for p in problems)
+    assert any("q_x: non-zero zero point" in p for p in problems)
+
+
+def test_build_engines_refuses_int32_bias_qdq_before_tensorrt(fake_trt, tmp_path) -> None:
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from tests.bundle_factory import make_mlp_onnx
+    from wcx.bundle import MemberSpec, write_bundle
+
+    src = make_mlp_onnx(tmp_path / "m.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})  # biases: INT32
+    spec = MemberSpec(name="m0", file="members/m0.onnx", sha256="", precision="int8", input_name="input",
+                      input_shape=[None, 1, 8, 8], input_dtype="float32", output_name="logits",
+                      num_classes=4, macs=1, preprocess={"mean": [0.0], "std": [1.0]})
+    bundle = write_bundle(tmp_path / "b", [(spec, tmp_path / "q.onnx")], {"wcx": "test"})
+    trt = fake_trt()
+    with pytest.raises(BadInputError, match="INT32.*QuantizeBias False"):
+        tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+    assert not [e for e in trt.events if e[0] == "build"]
