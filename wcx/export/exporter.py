@@ -1,0 +1,540 @@
+"""``export_bundle``: members (PyTorch, TorchScript or ONNX) -> a checked cascade bundle.
+
+For every member, in the order given (stage 1 first):
+
+1. FP32 ONNX: a torch member is exported with a dynamic batch dimension
+   (:mod:`wcx.export.onnx_export`); an ONNX member is taken as it is.
+2. FP32 parity (torch members): PyTorch and ONNX Runtime on the same preprocessed inputs,
+   ``parity_samples`` seeded uniform [0, 1] images plus the given data. The export fails
+   (``WorkFailedError``) when ``max_abs_diff > fp32_max_abs_diff * max(1, logit_scale)``:
+   float32 rounding error grows with the size of the numbers summed, so the tolerance is
+   absolute for logits up to 1 and relative to the largest logit beyond that (the default
+   1e-4 is about 800 float32 ulps at 1.0).
+3. Precision: FP16 by graph conversion, INT8 by symmetric Q/DQ with ranges from the INT8
+   calibration part of ``calib_data`` (:mod:`wcx.export.precision`). The reduced graph is
+   compared with the FP32 graph on ONNX Runtime: FP16 on the random inputs and the data, INT8 on
+   data *not* used for its ranges (``eval_data``, or a random ``holdout_fraction`` of
+   ``calib_data`` held back). Top-1 agreement below ``fp16_min_agreement`` /
+   ``int8_min_agreement`` fails the export; accuracy of both is reported when labels exist.
+4. MACs per sample from the FP32 graph (:mod:`wcx.export.macs`).
+5. For a ``pkg.mod:fn`` member, its ``state_dict`` is saved with safetensors as
+   ``members/<name>.safetensors`` and recorded as ``torch_source`` so the torch runtime backend
+   can rebuild it (never pickle).
+
+Everything is built in a temporary directory next to ``out`` and the bundle is written with
+``write_bundle`` at the end: all members or nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wcx import __version__
+from wcx.bundle import PRECISIONS, MemberSpec, sha256_file, write_bundle
+from wcx.data import Dataset, load_npz
+from wcx.errors import BadInputError, WorkFailedError, missing_dependency
+from wcx.export.inputs import channel_stats, preprocess, random_inputs
+from wcx.export.macs import count_macs
+from wcx.export.model_source import ModelSource, classify_model, default_name, resolve_model
+from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
+from wcx.export.parity import compare_logits, run_onnx, run_torch
+from wcx.export.precision import convert_to_fp16, quantize_int8
+
+log = logging.getLogger(__name__)
+
+FP16_NOTE = (
+    "FP16 check ran on ONNX Runtime's CPU provider, which has no FP16 convolution: it casts back "
+    "to FP32 and computes there, so this check measures the effect of rounding weights (and "
+    "activations at the casts) to FP16, not FP16 arithmetic. Check FP16 arithmetic on a GPU backend."
+)
+MIN_INT8_EVAL = 20  # fewer held-out inputs than this cannot show 98% agreement meaningfully
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """When an export is refused (defaults documented in ``wcx export --help``).
+
+    ``fp32_max_abs_diff``: largest allowed |PyTorch - ONNX| logit difference, times
+    ``max(1, largest |logit|)``. ``fp16_min_agreement`` / ``int8_min_agreement``: smallest
+    allowed top-1 agreement of the FP16 / INT8 graph with the FP32 graph.
+    """
+
+    fp32_max_abs_diff: float = 1e-4
+    fp16_min_agreement: float = 0.99
+    int8_min_agreement: float = 0.98
+
+    def __post_init__(self) -> None:
+        if not self.fp32_max_abs_diff > 0:
+            raise BadInputError(f"fp32 tolerance must be positive, got {self.fp32_max_abs_diff}")
+        for name in ("fp16_min_agreement", "int8_min_agreement"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise BadInputError(f"{name.replace('_', '-')} must be in [0, 1], got {value}")
+
+
+@dataclass
+class MemberReport:
+    """What happened to one member: source, exporter, MACs, timings and every check."""
+
+    name: str
+    source: str
+    kind: str
+    precision: str
+    exporter: str | None
+    opset: int
+    num_classes: int
+    macs: int
+    seconds: float
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ExportReport:
+    """The result of ``export_bundle`` (also what ``wcx export --json`` writes)."""
+
+    bundle: str
+    precision: str
+    members: list[MemberReport]
+    provenance: dict[str, Any]
+    notes: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "precision": self.precision,
+            "seconds": self.seconds,
+            "notes": list(self.notes),
+            "members": [m.to_dict() for m in self.members],
+            "provenance": self.provenance,
+        }
+
+
+@dataclass
+class _CheckData:
+    """Preprocessed inputs of the checks."""
+
+    random: np.ndarray
+    data: np.ndarray | None  # calib (all of it) and eval data, for FP32/FP16 parity
+    data_labels: np.ndarray | None
+    int8_ranges: np.ndarray | None
+    int8_eval: np.ndarray | None
+    int8_eval_labels: np.ndarray | None
+    int8_eval_source: str | None
+
+
+def _versions() -> dict[str, str | None]:
+    import onnx
+    import onnxruntime
+
+    try:
+        import torch
+
+        torch_version: str | None = torch.__version__
+    except ImportError:
+        torch_version = None
+    return {"wcx": __version__, "torch": torch_version, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _check_names(names: Sequence[str] | None, sources: Sequence[str], defaults: list[str]) -> list[str]:
+    if names is None:
+        counts = {n: defaults.count(n) for n in defaults}
+        return [f"{n}-{i}" if counts[n] > 1 else n for i, n in enumerate(defaults)]
+    names = list(names)
+    if len(names) != len(sources):
+        raise BadInputError(f"--names: {len(names)} names for {len(sources)} models")
+    for n in names:
+        if not n or not set(n) <= _NAME_CHARS or n[0] in "._-":
+            raise BadInputError(f"--names: {n!r} is not a valid member name (letters, digits, '._-')")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"--names: names must be unique, got {names}")
+    return names
+
+
+def _load_data(data: str | Path | Dataset | None, sample_shape: tuple[int, ...]) -> Dataset | None:
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        from wcx.data import validate_inputs
+
+        validate_inputs(data.x, where=str(data.path), sample_shape=sample_shape)
+        return data
+    return load_npz(data, sample_shape=sample_shape)
+
+
+def _check_labels(ds: Dataset | None, num_classes: int) -> None:
+    if ds is not None and ds.y is not None and ds.y.size and int(ds.y.max()) >= num_classes:
+        raise BadInputError(
+            f"{ds.path}: label {int(ds.y.max())} is out of range for the models' {num_classes} classes"
+        )
+
+
+def _prepare_checks(
+    *,
+    precision: str,
+    sample_shape: tuple[int, ...],
+    mean: list[float],
+    std: list[float],
+    calib: Dataset | None,
+    evald: Dataset | None,
+    parity_samples: int,
+    holdout_fraction: float,
+    max_calib_samples: int,
+    seed: int,
+) -> _CheckData:
+    rand = preprocess(random_inputs(parity_samples, sample_shape, seed=seed), mean, std)
+    parts = [d for d in (calib, evald) if d is not None]
+    data = np.concatenate([preprocess(d.x, mean, std) for d in parts]) if parts else None
+    labels = None
+    if parts and all(d.y is not None for d in parts):
+        labels = np.concatenate([d.y for d in parts])  # type: ignore[misc]
+    ranges = int8_eval = int8_labels = None
+    source = None
+    if precision == "int8":
+        if calib is None:
+            raise BadInputError("--precision int8 needs --calib-data (held-out inputs for the INT8 ranges)")
+        if evald is not None:
+            range_idx = np.arange(len(calib))
+            int8_eval = preprocess(evald.x, mean, std)
+            int8_labels = evald.y
+            source = f"{evald.path} ({len(evald)} inputs)"
+        else:
+            if not 0.0 < holdout_fraction < 1.0:
+                raise BadInputError(f"--holdout must be in (0, 1), got {holdout_fraction}")
+            perm = np.random.default_rng(seed).permutation(len(calib))
+            n_eval = round(len(calib) * holdout_fraction)
+            eval_idx, range_idx = np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
+            if n_eval < MIN_INT8_EVAL or len(range_idx) == 0:
+                raise BadInputError(
+                    f"{calib.path}: {len(calib)} inputs are too few to hold back {holdout_fraction:.0%} "
+                    f"for the INT8 agreement check (needs at least {MIN_INT8_EVAL} held back); "
+                    "give more data or --eval-data"
+                )
+            int8_eval = preprocess(calib.x[eval_idx], mean, std)
+            int8_labels = None if calib.y is None else calib.y[eval_idx]
+            source = (f"{n_eval} inputs of {calib.path} held back at random (seed {seed}, "
+                      f"fraction {holdout_fraction}), not used for the INT8 ranges")
+        if len(int8_eval) < MIN_INT8_EVAL:
+            raise BadInputError(
+                f"{evald.path if evald else calib.path}: {len(int8_eval)} inputs are too few for the "
+                f"INT8 agreement check (needs at least {MIN_INT8_EVAL})"
+            )
+        range_idx = range_idx[:max_calib_samples]
+        ranges = preprocess(calib.x[range_idx], mean, std)
+    return _CheckData(random=rand, data=data, data_labels=labels, int8_ranges=ranges,
+                      int8_eval=int8_eval, int8_eval_labels=int8_labels, int8_eval_source=source)
+
+
+def _save_weights(module: Any, path: Path) -> None:
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise missing_dependency("safetensors", "export", "saving a callable member's weights") from None
+    # Clones break storage sharing (tied weights), which save_file refuses.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def _build_member(
+    source: ModelSource,
+    name: str,
+    workdir: Path,
+    *,
+    precision: str,
+    sample_shape: tuple[int, ...],
+    opset: int,
+    max_batch: int,
+    checks: _CheckData,
+    tolerances: Tolerances,
+    chunk: int,
+    int8_reduce_range: bool,
+) -> tuple[MemberReport, Path, Path | None, str, str]:
+    """Build one member in ``workdir``; returns (report, onnx file, weights file, in, out names)."""
+    start = time.perf_counter()
+    fp32_path = workdir / f"{name}.fp32.onnx"
+    exporter: str | None = None
+    if source.kind == "onnx":
+        assert source.path is not None
+        fp32_path.write_bytes(source.path.read_bytes())
+    else:
+        exporter = export_onnx(source.module, fp32_path, sample_shape=sample_shape, opset=opset,
+                               max_batch=max_batch)
+    sig = read_signature(fp32_path, sample_shape=sample_shape)
+    report_checks: dict[str, Any] = {}
+
+    ref_random = run_onnx(fp32_path, checks.random, chunk=chunk)
+    if ref_random.ndim != 2:
+        raise BadInputError(f"{source.spec}: the model's output has shape {ref_random.shape}; expected (N, classes)")
+    num_classes = int(ref_random.shape[1])
+    ref_data = None if checks.data is None else run_onnx(fp32_path, checks.data, chunk=chunk)
+
+    if source.module is not None:
+        t0 = time.perf_counter()
+        a_rand = compare_logits(run_torch(source.module, checks.random, chunk=chunk), ref_random)
+        a_data = None
+        if checks.data is not None:
+            a_data = compare_logits(run_torch(source.module, checks.data, chunk=chunk), ref_data,
+                                    checks.data_labels)
+        worst = max([a_rand] + ([a_data] if a_data else []), key=lambda a: a.max_abs_diff)
+        limit = tolerances.fp32_max_abs_diff * max(1.0, worst.logit_scale)
+        passed = worst.max_abs_diff <= limit
+        report_checks["fp32"] = {
+            "compares": "PyTorch (eager) vs FP32 ONNX on ONNX Runtime (CPU)",
+            "random": a_rand.to_dict(),
+            "data": None if a_data is None else a_data.to_dict(),
+            "max_abs_diff": worst.max_abs_diff,
+            "limit": limit,
+            "passed": passed,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if not passed:
+            raise WorkFailedError(
+                f"member {name!r} ({source.spec}): the ONNX export differs from PyTorch: max abs diff "
+                f"{worst.max_abs_diff:.3g} > {limit:.3g} (tolerance {tolerances.fp32_max_abs_diff:g} x "
+                f"max(1, logit scale {worst.logit_scale:.3g})), top-1 agreement {worst.top1_agreement:.1%}"
+            )
+    else:
+        report_checks["fp32"] = {
+            "compares": "nothing: an ONNX member is its own FP32 reference",
+            "data": None if ref_data is None or checks.data_labels is None else {
+                "n": len(ref_data),
+                "accuracy": float(np.mean(ref_data.argmax(1) == checks.data_labels))},
+            "passed": True,
+        }
+
+    final_path = fp32_path
+    if precision == "fp16":
+        t0 = time.perf_counter()
+        final_path = workdir / f"{name}.fp16.onnx"
+        convert_to_fp16(fp32_path, final_path)
+        a_rand = compare_logits(ref_random, run_onnx(final_path, checks.random, chunk=chunk))
+        a_data = None
+        if checks.data is not None:
+            a_data = compare_logits(ref_data, run_onnx(final_path, checks.data, chunk=chunk), checks.data_labels)
+        judged = a_data if a_data is not None else a_rand
+        passed = judged.top1_agreement >= tolerances.fp16_min_agreement
+        report_checks["fp16"] = {
+            "compares": "FP16 ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
+            "random": a_rand.to_dict(),
+            "data": None if a_data is None else a_data.to_dict(),
+            "judged_on": "data" if a_data is not None else "random",
+            "min_agreement": tolerances.fp16_min_agreement,
+            "passed": passed,
+            "note": FP16_NOTE,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if not passed:
+            raise WorkFailedError(
+                f"member {name!r}: FP16 top-1 agreement with FP32 is {judged.top1_agreement:.2%} on "
+                f"{judged.n} inputs, below {tolerances.fp16_min_agreement:.2%}"
+            )
+    elif precision == "int8":
+        t0 = time.perf_counter()
+        assert checks.int8_ranges is not None and checks.int8_eval is not None
+        final_path = workdir / f"{name}.int8.onnx"
+        options = quantize_int8(fp32_path, final_path, checks.int8_ranges, input_name=sig.input_name,
+                                reduce_range=int8_reduce_range)
+        ref_eval = run_onnx(fp32_path, checks.int8_eval, chunk=chunk)
+        a_eval = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk),
+                                checks.int8_eval_labels)
+        a_sim = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk, optimize=False),
+                               checks.int8_eval_labels)
+        passed = a_eval.top1_agreement >= tolerances.int8_min_agreement
+        report_checks["int8"] = {
+            "compares": "INT8 (Q/DQ) ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
+            "eval": a_eval.to_dict(),
+            "eval_simulated": a_sim.to_dict(),
+            "simulated_note": ("eval_simulated runs the Q/DQ graph with ORT's optimisations off (float "
+                               "math on quantized values, as TensorRT computes); eval (judged) runs ORT's "
+                               "own INT8 kernels, what the onnxruntime backend computes on this CPU"),
+            "eval_data": checks.int8_eval_source,
+            "range_samples": int(len(checks.int8_ranges)),
+            "min_agreement": tolerances.int8_min_agreement,
+            "passed": passed,
+            "quantization": options,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if not passed:
+            raise WorkFailedError(
+                f"member {name!r}: INT8 top-1 agreement with FP32 is {a_eval.top1_agreement:.2%} on "
+                f"{a_eval.n} held-out inputs, below {tolerances.int8_min_agreement:.2%}"
+            )
+
+    macs = count_macs(fp32_path)
+    if macs.uncounted:
+        log.warning("member %s: MACs of %d nodes could not be counted (unknown shapes): %s",
+                    name, len(macs.uncounted), ", ".join(macs.uncounted[:5]))
+    report_checks["macs"] = {"by_op": macs.by_op, "uncounted_nodes": macs.uncounted}
+
+    weights = None
+    if source.kind == "callable":
+        weights = workdir / f"{name}.safetensors"
+        _save_weights(source.module, weights)
+
+    report = MemberReport(
+        name=name, source=source.spec, kind=source.kind, precision=precision, exporter=exporter,
+        opset=sig.opset, num_classes=num_classes, macs=macs.total,
+        seconds=round(time.perf_counter() - start, 3), checks=report_checks,
+    )
+    return report, final_path, weights, sig.input_name, sig.output_name
+
+
+def export_bundle(
+    models: Sequence[str | Path | Any],
+    out: str | Path,
+    *,
+    input_shape: Sequence[int],
+    precision: str = "fp32",
+    calib_data: str | Path | Dataset | None = None,
+    eval_data: str | Path | Dataset | None = None,
+    names: Sequence[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    max_batch: int = 256,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    tolerances: Tolerances | None = None,
+    holdout_fraction: float = 0.2,
+    parity_samples: int = 64,
+    max_calib_samples: int = 1024,
+    int8_reduce_range: bool = True,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[int, str], None] | None = None,
+) -> ExportReport:
+    """Export ``models`` (stage 1 first) into a new bundle at ``out``; return the report.
+
+    ``models``: ``.onnx`` paths, TorchScript paths, ``"pkg.mod:fn"`` strings (imported and
+    called: this runs that code) or ``torch.nn.Module`` objects. ``input_shape`` is (C, H, W).
+    ``mean``/``std``: per-channel preprocessing applied after scaling to [0, 1] (defaults 0, 1;
+    recorded in the manifest). ``calib_data``/``eval_data``: ``.npz`` files (or ``Dataset``)
+    used by the checks; INT8 needs ``calib_data`` and measures agreement on ``eval_data`` or on
+    a held-back ``holdout_fraction`` of ``calib_data``; ``int8_reduce_range`` keeps INT8 weights
+    in 7 bits (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
+    before each member and once at the end with ``(len(models), "")``.
+
+    Raises ``BadInputError`` for bad options, models or data (nothing is written), and
+    ``WorkFailedError`` when an export or a check fails (nothing is written either).
+    """
+    started = time.perf_counter()
+    tolerances = tolerances or Tolerances()
+    out = Path(out)
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    sample_shape = tuple(int(d) for d in input_shape)
+    if len(sample_shape) != 3 or any(d <= 0 for d in sample_shape):
+        raise BadInputError(f"--input-shape: expected three positive integers C,H,W, got {list(input_shape)}")
+    if not models:
+        raise BadInputError("give at least one model")
+    if opset < 13:
+        raise BadInputError(f"--opset: {opset} is too old (per-channel Q/DQ needs 13 or newer)")
+    if max_batch < 1 or parity_samples < 1:
+        raise BadInputError("--max-batch and the number of parity samples must be positive")
+    if out.exists() and not overwrite:
+        raise BadInputError(f"{out} already exists (pass --overwrite to replace it)")
+    mean_l, std_l = channel_stats(mean, std, sample_shape[0])
+
+    specs = [m if not isinstance(m, (str, Path)) else str(m) for m in models]
+    kinds = [classify_model(m) if isinstance(m, str) else "module" for m in specs]
+    if any(k != "onnx" for k in kinds):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise missing_dependency("torch", "export", "exporting a PyTorch model") from None
+    defaults = [default_name(m, k) for m, k in zip(specs, kinds, strict=True)]
+    member_names = _check_names(names, [str(s) for s in specs], defaults)
+
+    calib = _load_data(calib_data, sample_shape)
+    evald = _load_data(eval_data, sample_shape)
+    checks = _prepare_checks(
+        precision=precision, sample_shape=sample_shape, mean=mean_l, std=std_l, calib=calib,
+        evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
+        max_calib_samples=max_calib_samples, seed=seed,
+    )
+    chunk = max(1, min(max_batch, 64))
+
+    versions = _versions()
+    options = {
+        "models": [str(s) if isinstance(s, str) else f"<{type(s).__name__} object>" for s in specs],
+        "names": member_names,
+        "input_shape": list(sample_shape),
+        "precision": precision,
+        "opset": opset,
+        "max_batch": max_batch,
+        "mean": mean_l,
+        "std": std_l,
+        "tolerances": asdict(tolerances),
+        "calib_data": None if calib is None else {"path": str(calib.path), "n": len(calib),
+                                                  "sha256": _maybe_sha(calib.path)},
+        "eval_data": None if evald is None else {"path": str(evald.path), "n": len(evald),
+                                                 "sha256": _maybe_sha(evald.path)},
+        "holdout_fraction": holdout_fraction if precision == "int8" and evald is None else None,
+        "parity_samples": parity_samples,
+        "int8_reduce_range": int8_reduce_range if precision == "int8" else None,
+        "seed": seed,
+    }
+    provenance = dict(versions, export_options=options)
+
+    reports: list[MemberReport] = []
+    pairs: list[tuple[MemberSpec, Path]] = []
+    extra: list[tuple[str, Path]] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
+        workdir = Path(tmp)
+        for index, (spec, name) in enumerate(zip(specs, member_names, strict=True)):
+            if progress is not None:
+                progress(index, name)
+            source = resolve_model(spec)
+            report, onnx_path, weights, in_name, out_name = _build_member(
+                source, name, workdir, precision=precision, sample_shape=sample_shape, opset=opset,
+                max_batch=max_batch, checks=checks, tolerances=tolerances, chunk=chunk,
+                int8_reduce_range=int8_reduce_range,
+            )
+            if reports and report.num_classes != reports[0].num_classes:
+                raise BadInputError(
+                    f"member {name!r} has {report.num_classes} classes but {reports[0].name!r} has "
+                    f"{reports[0].num_classes}; all members must share one label set"
+                )
+            _check_labels(calib, report.num_classes)
+            _check_labels(evald, report.num_classes)
+            torch_source = None
+            if weights is not None:
+                rel = f"members/{name}.safetensors"
+                torch_source = {"callable": source.callable, "file": rel, "sha256": sha256_file(weights)}
+                extra.append((rel, weights))
+            member = MemberSpec(
+                name=name, file=f"members/{name}.onnx", sha256="", precision=precision,
+                input_name=in_name, input_shape=[None, *sample_shape], input_dtype="float32",
+                output_name=out_name, num_classes=report.num_classes, macs=report.macs,
+                preprocess={"mean": mean_l, "std": std_l}, torch_source=torch_source,
+                export_report=report.to_dict(),
+            )
+            reports.append(report)
+            pairs.append((member, onnx_path))
+            del source
+        write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)
+    if progress is not None:
+        progress(len(specs), "")
+    notes = []
+    if precision == "fp16":
+        notes.append(FP16_NOTE)
+    if precision == "int8":
+        notes.append("INT8 agreement and accuracy are measured on " + str(checks.int8_eval_source) + ".")
+    return ExportReport(bundle=str(out), precision=precision, members=reports, provenance=provenance,
+                        notes=notes, seconds=round(time.perf_counter() - started, 3))
+
+
+def _maybe_sha(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
