@@ -27,6 +27,7 @@ from rich.table import Table
 from wcx import __version__
 from wcx.errors import BadInputError, WcxError
 
+
 def _render_error(exc: WcxError) -> None:
     # The message is escaped: text like wcx[tensorrt] must not be read as rich markup.
     err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
@@ -190,6 +191,174 @@ def inspect(
 # ---------------------------------------------------------------------------------------------
 # wcx export  (owned by wcx.export)
 # ---------------------------------------------------------------------------------------------
+def _parse_float_list(text: str | None, *, option: str) -> list[float] | None:
+    """Parse '0.485,0.456,0.406' into floats; a bad value is a BadInputError naming the option."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInputError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise BadInputError(f"{option}: expected comma-separated numbers, got {text!r}")
+    return values
+
+
+_EXPORT_HELP = (
+    "Export ensemble members to ONNX (FP32, FP16 or INT8) and write a checked bundle.\n\n"
+    "Every PyTorch member is exported with a dynamic batch dimension and checked against ONNX Runtime "
+    "(max abs diff, top-1 agreement); FP16 and INT8 graphs are checked against the FP32 graph. A failed "
+    "check exits with code 1 and writes nothing; bad input exits with code 2.\n\n"
+    "FP16 is checked on ONNX Runtime's CPU provider, which computes FP16 convolutions in FP32: that "
+    "check measures weight rounding, not FP16 arithmetic."
+)
+
+
+@app.command(help=_EXPORT_HELP)
+def export(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help=(
+                "Members, stage 1 first: an .onnx file (used as it is; no torch needed), a "
+                "TorchScript file (torch.jit.load), or package.module:callable, which IMPORTS AND "
+                "RUNS THAT CODE (from the current directory or the environment) and must return a "
+                "torch.nn.Module with its weights loaded; its weights are saved in the bundle "
+                "(safetensors) so the torch backend can rebuild it."
+            ),
+            show_default=False,
+        ),
+    ],
+    input_shape: Annotated[
+        str, typer.Option("--input-shape", help="Input shape of one sample, C,H,W (e.g. 1,28,28).",
+                          show_default=False)
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Bundle directory to create (written atomically).", show_default=False)
+    ],
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, fp16 (graph converted, inputs/outputs stay float32) or "
+                          "int8 (symmetric Q/DQ, per-channel weights; needs --calib-data).")
+    ] = "fp32",
+    calib_data: Annotated[
+        Path | None, typer.Option("--calib-data", help=(
+            ".npz with x (N,C,H,W; float32 in [0,1] or uint8) and optional y labels. Used by the "
+            "parity checks; for int8 also the INT8 activation ranges, with --holdout of it held "
+            "back for the agreement check unless --eval-data is given."), show_default=False)
+    ] = None,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval-data", help=(
+            ".npz (same format) for the checks; for int8 the agreement and accuracy are measured "
+            "on it instead of on a held-back part of --calib-data."), show_default=False)
+    ] = None,
+    names: Annotated[
+        str | None, typer.Option("--names", help="Comma-separated member names, one per MODEL "
+                                 "(default: file stem or callable name).", show_default=False)
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset for PyTorch exports.")] = 17,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Largest batch the deployment will use (recorded for "
+                          "engine builds; also the chunk size of the checks, at most 64).")
+    ] = 256,
+    mean: Annotated[
+        str | None, typer.Option("--mean", help="Per-channel mean subtracted after scaling to [0,1], "
+                                 "one value or one per channel, recorded in the manifest (default: 0).",
+                                 show_default=False)
+    ] = None,
+    std: Annotated[
+        str | None, typer.Option("--std", help="Per-channel std divided by after the mean, one value or "
+                                 "one per channel (default: 1).", show_default=False)
+    ] = None,
+    fp32_atol: Annotated[
+        float, typer.Option("--fp32-atol", help=(
+            "Refuse a member whose ONNX logits differ from PyTorch's by more than this times "
+            "max(1, largest |logit|) (float32 error grows with the logits' size)."))
+    ] = 1e-4,
+    fp16_min_agreement: Annotated[
+        float, typer.Option("--fp16-min-agreement", help="Refuse FP16 members whose top-1 agreement with "
+                            "FP32 (on the data, else on random inputs) is below this.")
+    ] = 0.99,
+    int8_min_agreement: Annotated[
+        float, typer.Option("--int8-min-agreement", help="Refuse INT8 members whose top-1 agreement with "
+                            "FP32 on data not used for the INT8 ranges is below this.")
+    ] = 0.98,
+    holdout: Annotated[
+        float, typer.Option("--holdout", help="int8 without --eval-data: fraction of --calib-data held back "
+                            "(at random, --seed) for the agreement check.")
+    ] = 0.2,
+    int8_reduce_range: Annotated[
+        bool, typer.Option("--int8-reduce-range/--no-int8-reduce-range", help=(
+            "Keep INT8 weights in 7 bits: ONNX Runtime's INT8 kernels on x86 CPUs without VNNI "
+            "saturate with full-range weights. Turn off for TensorRT-only bundles."))
+    ] = True,
+    parity_samples: Annotated[
+        int, typer.Option("--parity-samples", help="Seeded random inputs (uniform in [0,1], then "
+                          "preprocessed) in every parity check, besides the data.")
+    ] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and the hold-out split.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the export report as JSON here.", show_default=False)
+    ] = None,
+) -> None:
+    """Export ensemble members to ONNX and write a checked bundle (help: ``_EXPORT_HELP``)."""
+    from wcx.export.exporter import Tolerances, export_bundle
+
+    shape = parse_int_list(input_shape, option="--input-shape")
+    name_list = None if names is None else [n.strip() for n in names.split(",")]
+    tolerances = Tolerances(fp32_max_abs_diff=fp32_atol, fp16_min_agreement=fp16_min_agreement,
+                            int8_min_agreement=int8_min_agreement)
+    report = _run_export_with_progress(
+        export_bundle, models, out_dir, input_shape=shape, precision=precision,
+        calib_data=calib_data, eval_data=eval_data, names=name_list, opset=opset, max_batch=max_batch,
+        mean=_parse_float_list(mean, option="--mean"), std=_parse_float_list(std, option="--std"),
+        tolerances=tolerances, holdout_fraction=holdout, parity_samples=parity_samples,
+        int8_reduce_range=int8_reduce_range, seed=seed, overwrite=overwrite,
+    )
+    _render_export(report)
+    if json_out:
+        write_json(json_out, report.to_dict())
+
+
+def _run_export_with_progress(fn: Any, models: list[str], out_dir: Path, **kwargs: Any) -> Any:
+    """Call ``fn`` with a rich progress bar over members on stderr (only on a terminal)."""
+    if not err.is_terminal:
+        return fn(models, out_dir, **kwargs)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("", total=len(models))
+        return fn(models, out_dir, progress=lambda done, name: bar.update(task, completed=done, description=name),
+                  **kwargs)
+
+
+def _render_export(report: Any) -> None:
+    table = Table(title=f"{report.bundle}  ({report.precision}, {report.seconds:.1f} s)")
+    for col in ("stage", "name", "MACs", "fp32 max|diff|", "check", "top-1 agree", "accuracy", "s"):
+        table.add_column(col, overflow="fold")
+    for i, m in enumerate(report.members, start=1):
+        fp32 = m.checks.get("fp32", {})
+        diff = fp32.get("max_abs_diff")
+        check, agree, acc = "fp32", "-", "-"
+        result = None
+        if "int8" in m.checks:
+            check, result = "int8", m.checks["int8"]["eval"]
+        elif "fp16" in m.checks:
+            c = m.checks["fp16"]
+            check, result = "fp16", c[c["judged_on"]]
+        elif fp32.get("data") and "top1_agreement" in fp32["data"]:
+            result = fp32["data"]
+        if result is not None:
+            agree = f"{result['top1_agreement']:.2%} (n={result['n']})"
+            if result.get("reference_accuracy") is not None:
+                acc = f"{result['reference_accuracy']:.2%} -> {result['candidate_accuracy']:.2%}"
+        table.add_row(str(i), m.name, f"{m.macs:,}", "-" if diff is None else f"{diff:.2e}",
+                      check, agree, acc, f"{m.seconds:.1f}")
+    out.print(table)
+    for note in report.notes:
+        out.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+
 
 # ---------------------------------------------------------------------------------------------
 # wcx calibrate  (owned by wcx.calibration)
@@ -525,6 +694,60 @@ def build_engines_command(
 # ---------------------------------------------------------------------------------------------
 # wcx demo
 # ---------------------------------------------------------------------------------------------
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for the calibrated bundle (DIR/bundle, replaced), the plots "
+                           "and results.json.")
+    ] = Path("wcx-demo"),
+    size: Annotated[
+        str | None, typer.Option("--size", help="Zoo size of the cascade's two members: b0, b1, b2 or b3 "
+                                 "(default b1).", show_default=False)
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per latency measurement.")] = 20,
+) -> None:
+    """Offline demo on the bundled Fashion-MNIST zoo: a two-member window cascade calibrated at 5%
+    risk with a guarantee (delta 0.1), measured on the test split and benchmarked on ONNX Runtime
+    against the full ensemble and single larger models."""
+    from wcx.demo import run_demo
+
+    with _progress("wcx demo") as advance:
+        result = run_demo(out_dir, size=size, threads=threads, repeats=repeats, progress=advance)
+    _render_demo(result)
+
+
+def _render_demo(result: Any) -> None:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    table = Table(title="wcx demo: Fashion-MNIST zoo, target risk 5%, delta 0.1 (calib -> test, ONNX Runtime)")
+    for col, justify in (("configuration", "left"), ("coverage @5% (test)", "right"), ("risk (test)", "right"),
+                         ("certified bound", "right"), ("expected MACs", "right"), ("ms @1", "right"),
+                         ("ms @256", "right"), ("pass fraction", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in result.rows:
+        bound = pct(r["risk_upper_bound"]) if r["certified"] else "not certified"
+        table.add_row(
+            r["label"], pct(r["coverage"]), pct(r["risk"]), bound, f"{r['expected_macs']:,.0f}",
+            ms(r["latency_ms"]["1"]), ms(r["latency_ms"]["256"]), ", ".join(f"{p:.2f}" for p in r["pass_fraction"]),
+        )
+    out.print(table)
+    c = result.claim
+    parts = [f"cascade vs single {c['against']}: coverage {c['coverage_points']:+.2f} points"]
+    if c.get("macs_ratio") is not None:
+        parts.append(f"{100 * c['macs_ratio']:.0f}% of its MACs")
+    if c.get("latency_ratio_256") is not None:
+        parts.append(f"{100 * c['latency_ratio_256']:.0f}% of its latency at batch 256")
+    out.print(", ".join(parts))
+    out.print(f"bundle: {result.bundle}  plots: {', '.join(str(p) for p in result.plots)}")
+    out.print(f"results: {result.results}  ({result.seconds:.0f} s)")
+
 
 
 def main() -> None:

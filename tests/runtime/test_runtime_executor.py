@@ -1,0 +1,171 @@
+"""The executor: exited rows never reach later stages, buckets and padding, skipped stages, timing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.runtime.conftest import with_policy
+from tests.runtime.test_runtime_scoring import reference_scores
+from wcx.bundle import Bundle
+from wcx.runtime.cascade import Cascade
+from wcx.runtime.executor import AllRule, ForcedFractionRule, NoneRule, rule_from_policy
+from wcx.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from wcx.runtime.preprocess import Preprocessor
+from wcx.runtime.runner import LOGITS, Runner
+from wcx.runtime.torch_runner import bucket_sizes, chunk_bounds, pick_bucket
+
+POLICY3 = {"kind": "window", "task": "selective", "score": "msp", "windows": [[0.45, 0.9], [0.5, 0.95]], "tau": 0.7}
+
+
+class Recorder(Runner):
+    """Wraps a runner and keeps every batch it is given."""
+
+    def __init__(self, inner: Runner, *, pads: bool = False) -> None:
+        super().__init__(inner.bundle, inner.member_index)
+        self.inner = inner
+        self.backend = inner.backend
+        self.pads_to_buckets = pads
+        self.batches: list[np.ndarray] = []
+
+    def activate_impl(self) -> None:
+        self.inner.activate()
+
+    def infer_impl(self, feed: dict[str, Any]) -> dict[str, Any]:
+        self.batches.append(np.array(feed[self.member.input_name]))
+        return self.inner.infer(feed)
+
+    def deactivate_impl(self) -> None:
+        self.inner.deactivate()
+
+
+def _cascade(bundle: Bundle, policy: Any, *, pads: bool = False, max_batch: int = 256) -> Cascade:
+    runners = [Recorder(OnnxRuntimeRunner(bundle, i, threads=1), pads=pads) for i in range(len(bundle.members))]
+    return Cascade(runners, policy=policy, preprocess=Preprocessor.from_manifest(bundle.preprocess),
+                   num_classes=bundle.num_classes, sample_shape=bundle.sample_shape, max_batch=max_batch)
+
+
+def _member_logits(bundle: Bundle, xp: np.ndarray) -> np.ndarray:
+    out = []
+    for i in range(len(bundle.members)):
+        with OnnxRuntimeRunner(bundle, i) as r:
+            out.append(r.infer({"input": xp})[LOGITS])
+    return np.stack(out)
+
+
+def test_later_stages_only_see_rows_inside_their_windows(mlp_bundle3: Bundle) -> None:
+    x = np.random.default_rng(11).random((400, 1, 8, 8), dtype=np.float32)
+    prep = Preprocessor.from_manifest(mlp_bundle3.preprocess)
+    xp = prep(x)
+    # independent expectation: every member on every row, scores from the definitions
+    s, _ = reference_scores(_member_logits(mlp_bundle3, xp), "msp")
+    reach2 = (s[0] >= 0.45) & (s[0] <= 0.9)
+    reach3 = reach2 & (s[1] >= 0.5) & (s[1] <= 0.95)
+    assert 0 < reach3.sum() < reach2.sum() < 400  # the data exercises every stage
+    with _cascade(mlp_bundle3, POLICY3) as c:
+        out = c(x, timing=True)
+        r1, r2, r3 = c.runners
+        assert [b.shape[0] for b in r1.batches] == [400]
+        assert len(r2.batches) == 1 and len(r3.batches) == 1
+        np.testing.assert_array_equal(r2.batches[0], xp[reach2])
+        np.testing.assert_array_equal(r3.batches[0], xp[reach3])
+        assert out.timing.stage_rows == [400, int(reach2.sum()), int(reach3.sum())]
+        assert out.timing.padded_rows == out.timing.stage_rows  # exact sizes on ONNX Runtime
+    np.testing.assert_array_equal(out.exit_stage, 1 + reach2.astype(int) + reach3.astype(int))
+    assert out.pass_fraction == [1.0, reach2.mean(), reach3.mean()]
+
+
+def test_torch_runner_counts_rows_and_buckets(torch_bundle: Bundle) -> None:
+    pytest.importorskip("torch")
+    x = np.random.default_rng(5).random((100, 1, 8, 8), dtype=np.float32)
+    with Cascade.load(torch_bundle, "onnxruntime") as ref:
+        expected = ref(x)
+    k = int(np.count_nonzero(expected.exit_stage == 2))
+    assert 0 < k < 100
+    with pytest.warns(UserWarning, match="calibrated on onnxruntime"):
+        c = Cascade.load(torch_bundle, "torch", device="cpu")
+    with c:
+        out = c(x, timing=True)
+        r1, r2 = c.runners
+        assert (r1.rows_received, r1.rows_run) == (100, 128)
+        assert (r2.rows_received, r2.rows_run) == (k, pick_bucket(k, 256))
+        assert out.timing.stage_rows == [100, k]
+        assert out.timing.padded_rows == [128, pick_bucket(k, 256)]
+    np.testing.assert_array_equal(out.exit_stage, expected.exit_stage)
+    np.testing.assert_array_equal(out.pred, expected.pred)
+    np.testing.assert_allclose(out.score, expected.score, rtol=1e-5)
+
+
+def test_bucket_helpers() -> None:
+    assert bucket_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert bucket_sizes(1) == [1]
+    assert [pick_bucket(n, 100) for n in (1, 2, 3, 33, 64, 65, 100)] == [1, 2, 4, 64, 64, 100, 100]
+    assert chunk_bounds(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    with pytest.raises(ValueError):
+        pick_bucket(0, 8)
+
+
+def test_padding_runners_get_zero_padded_buckets(policy_bundle: Bundle) -> None:
+    x = np.random.default_rng(9).random((300, 1, 8, 8), dtype=np.float32)
+    with _cascade(policy_bundle, "all") as plain:
+        want = plain(x)
+    with _cascade(policy_bundle, "all", pads=True, max_batch=128) as padded:
+        got = padded(x, timing=True)
+        sizes = [b.shape[0] for b in padded.runners[0].batches]
+        assert sizes == [128, 128, 64]  # 300 rows in pieces of <= 128, the last padded from 44
+        assert not padded.runners[0].batches[-1][44:].any()
+        assert got.timing.padded_rows == [320, 320]
+        assert got.timing.stage_rows == [300, 300]
+    np.testing.assert_array_equal(got.pred, want.pred)
+    np.testing.assert_allclose(got.score, want.score, rtol=1e-6)
+
+
+def test_empty_stage_is_skipped(policy_bundle: Bundle) -> None:
+    policy = {"kind": "window", "score": "msp", "windows": [[2.0, 3.0]], "tau": 0.5}
+    with _cascade(policy_bundle, policy) as c:
+        out = c(np.random.default_rng(1).random((20, 1, 8, 8), dtype=np.float32), timing=True)
+        assert c.runners[1].batches == []
+        assert out.timing.stage_rows == [20, 0] and out.timing.stage_seconds[1] == 0.0
+    assert (out.exit_stage == 1).all()
+
+
+def test_rules_from_policies() -> None:
+    r = rule_from_policy({"kind": "window", "windows": [[None, 0.5], [0.2, None]]}, 3)
+    assert r.windows == [(-np.inf, 0.5), (0.2, np.inf)]
+    t = rule_from_policy({"kind": "threshold", "thresholds": [0.8, None]}, 3)
+    s = np.array([0.7, 0.8, 0.9])
+    assert t.continues(1, s).tolist() == [True, True, False]
+    assert not t.continues(2, s).any()  # a null threshold passes nothing
+    assert AllRule().continues(1, s).all() and not NoneRule().continues(1, s).any()
+    for bad in ({"kind": "window", "windows": [[0.1, 0.2]]}, {"kind": "window"}, {"kind": "magic"},
+                {"kind": "window", "windows": [[float("nan"), 1.0], [0, 1]]}):
+        with pytest.raises(ValueError):
+            rule_from_policy(bad, 3)
+
+
+def test_forced_fraction_rule_is_exact_over_calls() -> None:
+    rule = ForcedFractionRule(0.25)
+    passed = sum(int(rule.continues(1, np.zeros(1)).sum()) for _ in range(40))
+    assert passed == 10
+    rule = ForcedFractionRule(0.1)
+    assert [int(rule.continues(1, np.zeros(256)).sum()) for _ in range(2)] == [25, 26]
+    mask = ForcedFractionRule(0.5).continues(1, np.zeros(4))
+    assert mask.tolist() == [True, True, False, False]
+
+
+def test_all_and_none_rules_override(policy_bundle: Bundle, xbatch: np.ndarray) -> None:
+    with _cascade(policy_bundle, "none") as c:
+        out = c(xbatch)
+        assert (out.exit_stage == 1).all() and out.accept.all()
+        assert c.runners[1].batches == []
+        full = c(xbatch, rule=AllRule(), return_probs=True)
+        assert (full.exit_stage == 2).all()
+        np.testing.assert_allclose(full.probs.sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(full.probs.argmax(1), full.pred)
+
+
+def test_with_policy_copy_keeps_fixture(mlp_bundle: Bundle, tmp_path) -> None:
+    b = with_policy(mlp_bundle, tmp_path / "b")
+    assert b.policy["kind"] == "window" and mlp_bundle.policy is None
