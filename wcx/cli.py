@@ -297,6 +297,18 @@ def export(
     ] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and the hold-out split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    backend: Annotated[
+        str, typer.Option("--backend", help=(
+            "onnxruntime (default): the bundle of ONNX members. tensorrt: also build a TensorRT engine "
+            "per member right after exporting (needs TensorRT and a GPU; same as 'wcx build-engines')."))
+    ] = "onnxruntime",
+    opt_batch: Annotated[
+        int, typer.Option("--opt-batch", help="--backend tensorrt: batch size the engines are tuned for.")
+    ] = 32,
+    workspace_mb: Annotated[
+        int | None, typer.Option("--workspace-mb", help="--backend tensorrt: TensorRT workspace limit (MiB).",
+                                 show_default=False)
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the export report as JSON here.", show_default=False)
     ] = None,
@@ -304,6 +316,15 @@ def export(
     """Export ensemble members to ONNX and write a checked bundle (help: ``_EXPORT_HELP``)."""
     from wcx.export.exporter import Tolerances, export_bundle
 
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise BadInputError(f"--backend: expected onnxruntime or tensorrt, got {backend!r}")
+    if backend == "tensorrt":
+        # Refuse before minutes of export work when the engines could not be built anyway.
+        from wcx.export.engine_compat import cuda_gpu_facts, import_tensorrt, validate_batch_sizes
+
+        import_tensorrt("wcx export --backend tensorrt")
+        cuda_gpu_facts("wcx export --backend tensorrt")
+        validate_batch_sizes(opt_batch, max_batch)
     shape = parse_int_list(input_shape, option="--input-shape")
     name_list = None if names is None else [n.strip() for n in names.split(",")]
     tolerances = Tolerances(fp32_max_abs_diff=fp32_atol, fp16_min_agreement=fp16_min_agreement,
@@ -316,8 +337,16 @@ def export(
         int8_reduce_range=int8_reduce_range, seed=seed, overwrite=overwrite,
     )
     _render_export(report)
+    result = report.to_dict()
+    if backend == "tensorrt":
+        from wcx.bundle import Bundle
+        from wcx.export.tensorrt_engine import build_engines
+
+        result["engines"] = build_engines(Bundle.load(out_dir), opt_batch=opt_batch, max_batch=max_batch,
+                                          workspace_mb=workspace_mb)
+        out.print(f"built {len(result['engines'])} TensorRT engines into {out_dir}/engines")
     if json_out:
-        write_json(json_out, report.to_dict())
+        write_json(json_out, result)
 
 
 def _run_export_with_progress(fn: Any, models: list[str], out_dir: Path, **kwargs: Any) -> Any:

@@ -597,3 +597,18 @@ def test_build_engines_refuses_int32_bias_qdq_before_tensorrt(fake_trt, tmp_path
     with pytest.raises(BadInputError, match="INT32.*QuantizeBias False"):
         tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
     assert not [e for e in trt.events if e[0] == "build"]
+
+
+def test_export_backend_tensorrt_without_tensorrt_exits_2_before_exporting(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from wcx.cli import app
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "m.onnx"), "--input-shape", "1,8,8",
+                                   "--out", str(tmp_path / "b"), "--backend", "tensorrt"])
+    assert res.exit_code == 2
+    assert "needs NVIDIA TensorRT" in res.output and "--backend onnxruntime" in res.output
+    assert not (tmp_path / "b").exists()
