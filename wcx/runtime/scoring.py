@@ -21,7 +21,9 @@ The numpy state works in float64. The torch state works in the dtype it is given
 CUDA (method.md: float32 or better, even when the engine runs FP16), float64 on the CPU. The
 prediction is ``argmax_k P_m[k]``.
 
-This module imports numpy only; torch is imported by :class:`TorchScoreState` when it is built.
+The numpy state reuses the calibration's definitions (:mod:`wcx.calibration.scores`, numpy
+only), so the runtime and the calibration simulator compute the very same numbers. This module
+imports numpy only; torch is imported by :class:`TorchScoreState` when it is built.
 """
 
 from __future__ import annotations
@@ -30,15 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from wcx.errors import BadInputError
+from wcx.calibration.scores import SCORES, check_score, member_statistics, score_from_running
 
-SCORES: tuple[str, ...] = ("msp", "neg_entropy", "neg_energy", "max_logit")
-
-
-def check_score(score: str) -> str:
-    if score not in SCORES:
-        raise BadInputError(f"unknown score {score!r}; valid scores: {', '.join(SCORES)}")
-    return score
+__all__ = ["SCORES", "NumpyScoreState", "TorchScoreState", "check_score"]
 
 
 class NumpyScoreState:
@@ -59,15 +55,12 @@ class NumpyScoreState:
 
     def add(self, rows: Any, logits: np.ndarray) -> None:
         """Add one member's ``logits`` (len(rows), K) to the sums of ``rows`` (indices or a slice)."""
-        z = np.asarray(logits, dtype=np.float64)
-        mx = z.max(axis=1, keepdims=True)
-        e = np.exp(z - mx)
-        total = e.sum(axis=1, keepdims=True)
-        self.sum_probs[rows] += e / total
+        probs, lse, max_logit = member_statistics(logits)
+        self.sum_probs[rows] += probs
         if self.score_name == "neg_energy":
-            self.sum_stat[rows] += (mx + np.log(total))[:, 0]
+            self.sum_stat[rows] += lse
         elif self.score_name == "max_logit":
-            self.sum_stat[rows] += mx[:, 0]
+            self.sum_stat[rows] += max_logit
 
     def probs(self, rows: Any, stage: int) -> np.ndarray:
         return self.sum_probs[rows] / stage
@@ -75,15 +68,9 @@ class NumpyScoreState:
     def score(self, rows: Any, stage: int) -> tuple[np.ndarray, np.ndarray]:
         """Stage-``stage`` scores (float64) and predictions (int64) of ``rows``."""
         p = self.sum_probs[rows] / stage
-        pred = p.argmax(axis=1)
-        if self.score_name == "msp":
-            s = p.max(axis=1)
-        elif self.score_name == "neg_entropy":
-            safe = np.where(p > 0, p, 1.0)
-            s = np.sum(np.where(p > 0, p * np.log(safe), 0.0), axis=1)
-        else:
-            s = self.sum_stat[rows] / stage
-        return s, pred
+        stat = None if self.sum_stat is None else self.sum_stat[rows] / stage
+        s = score_from_running(p, stat, stat, self.score_name)
+        return s, p.argmax(axis=1)
 
 
 class TorchScoreState:
