@@ -115,8 +115,10 @@ def test_calib_and_test_halve_the_official_test_set() -> None:
 
 
 def test_zoo_folder_stays_small() -> None:
-    total = sum(p.stat().st_size for p in ZOO_DIR.rglob("*") if p.is_file() and p.suffix in {".npz", ".safetensors"})
-    assert total < 12e6, f"zoo weights + data take {total / 1e6:.1f} MB"
+    # The whole shipped zoo (data, weights, the FP32 and INT8 bundles) stays under ~20 MB.
+    total = sum(p.stat().st_size for p in ZOO_DIR.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and "cache" not in p.parts)
+    assert total < 20e6, f"the zoo takes {total / 1e6:.1f} MB"
 
 
 def test_import_wcx_zoo_does_not_import_torch() -> None:
