@@ -105,21 +105,9 @@ def _root(
 
 def write_json(path: Path, data: Any) -> None:
     """Write a command's JSON result atomically."""
-    from wcx.atomic import write_text_atomic
+    from wcx.atomic import write_json_atomic
 
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+    write_json_atomic(path, data)
 
 
 def parse_int_list(text: str, *, option: str) -> list[int]:

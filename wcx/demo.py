@@ -26,7 +26,6 @@ latencies, which are measured on the machine that runs it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,9 +214,9 @@ def run_demo(
         "bench": bench,
         "table": rows,
     }
-    from wcx.atomic import write_text_atomic
+    from wcx.atomic import write_json_atomic
 
-    write_text_atomic(results, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    write_json_atomic(results, payload)
     advance()
     return DemoResult(out_dir=out, bundle=bundle.path, size=size, members=members, rows=rows, calibration=report,
                       bench=bench, plots=plots, results=results, seconds=seconds, claim=claim)
@@ -239,13 +238,3 @@ def _claim(cascade: dict[str, Any], single: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
