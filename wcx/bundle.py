@@ -212,6 +212,19 @@ class Bundle:
     def member_path(self, index: int) -> Path:
         return self.file(self.members[index].file)
 
+    def member_indices(self, names: Sequence[str]) -> list[int]:
+        """Stage indices of the members ``names`` (in the order given); unknown names or an
+        empty selection are a ``BadInputError`` that lists the bundle's members."""
+        known = [m.name for m in self.members]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BadInputError(
+                f"{self.path}: no member named {', '.join(unknown)} (members: {', '.join(known)})"
+            )
+        if not names:
+            raise BadInputError("select at least one member")
+        return [known.index(n) for n in names]
+
     # -- convenience views ---------------------------------------------------------------------
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -319,18 +332,10 @@ def select_members(
     Files are copied and re-hashed; policy, calibration and engines are dropped (they were
     fitted for the old member set). Used to build a cascade from a model zoo.
     """
-    by_name = {m.name: m for m in bundle.members}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise BadInputError(
-            f"{bundle.path}: no member named {', '.join(unknown)} (members: {', '.join(by_name)})"
-        )
-    if not names:
-        raise BadInputError("select at least one member")
     pairs: list[tuple[MemberSpec, Path]] = []
     extra: list[tuple[str, Path]] = []
-    for name in names:
-        spec = by_name[name]
+    for index in bundle.member_indices(names):
+        spec = bundle.members[index]
         pairs.append((replace(spec), bundle.file(spec.file)))
         extra.extend((ref["file"], bundle.file(ref["file"])) for ref in _iter_file_refs(asdict(spec))
                      if ref["file"] != spec.file)

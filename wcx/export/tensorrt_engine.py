@@ -126,15 +126,8 @@ def _parser_errors(parser: Any) -> list[str]:
 def _select_members(bundle: Bundle, members: Sequence[str] | None) -> list[tuple[int, MemberSpec]]:
     if members is None:
         return list(enumerate(bundle.members))
-    names = [m.name for m in bundle.members]
-    unknown = [n for n in members if n not in names]
-    if unknown:
-        raise BadInputError(
-            f"{bundle.path}: no member named {', '.join(unknown)} (members: {', '.join(names)})"
-        )
-    if not members:
-        raise BadInputError("select at least one member to build")
-    return [(i, m) for i, m in enumerate(bundle.members) if m.name in set(members)]
+    wanted = set(bundle.member_indices(members))
+    return [(i, m) for i, m in enumerate(bundle.members) if i in wanted]
 
 
 def _load_timing_cache(bundle: Bundle, facts: dict[str, str], trt_version: str) -> bytes:
