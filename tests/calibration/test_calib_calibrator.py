@@ -75,6 +75,36 @@ def test_search_picks_cheapest_feasible_point(data) -> None:  # noqa: ANN001
     assert loose.best.expected_cost <= search.best.expected_cost
 
 
+def test_noise_aware_rule_only_removes_points(data) -> None:  # noqa: ANN001
+    # gap + gap_se <= eps can only shrink the feasible set, so the chosen two-member cascade
+    # (exhaustive grid) costs at least as much as the plain rule's, and never breaks the rule
+    z, y = data
+    s, p = stage_outputs(z[:, :800])
+    y = y[:800]
+    plain = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=0)
+    noisy = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=50, seed=3)
+    assert all(q.gap_se == 0.0 for q in plain.curve)
+    assert noisy.best.expected_cost >= plain.best.expected_cost
+    assert noisy.best.gap + noisy.best.gap_se <= 0.005 + 1e-12
+    assert {q.widths for q in noisy.curve if q.feasible} <= {q.widths for q in plain.curve if q.feasible}
+    # some measured point has noise, the full ensemble has none (it is its own reference)
+    assert any(q.gap_se > 0 for q in noisy.curve)
+    assert [q.gap_se for q in noisy.curve if q.widths == ((1.0, 1.0),)] == [0.0]
+    # same seed, same search
+    again = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=50, seed=3)
+    assert again.best == noisy.best
+    with pytest.raises(BadInputError, match="n_boot"):
+        search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=-1)
+
+
+def test_noise_aware_rule_ood() -> None:
+    z, _ = make_logits(4, 1000)
+    s, p = stage_outputs(z, "neg_energy")
+    search = search_windows(s, p, None, task="ood", target=0.95, member_costs=[1, 1], eps=0.01, n_boot=50)
+    assert search.best.feasible and search.best.gap + search.best.gap_se <= 0.01 + 1e-12
+    assert any(q.gap_se > 0 for q in search.curve)
+
+
 def test_three_stage_search_and_threshold_budget() -> None:
     z, y = make_logits(1, 2000, members=3)
     s, p = stage_outputs(z)

@@ -13,6 +13,7 @@ from wcx.calibration.metrics import (
     aurc,
     auroc,
     coverage_at_risk,
+    coverage_at_risk_weighted,
     ece,
     fpr_at_tpr,
     nll,
@@ -86,6 +87,37 @@ def test_curve_matches_brute_force(data: list[tuple[int, bool]], r: float) -> No
     np.testing.assert_allclose(risk, br)
     ok = [c for c, rr in zip(bc, br, strict=True) if rr <= r + 1e-9]
     assert coverage_at_risk(s, e, r) == pytest.approx(max(ok) if ok else 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=1, max_size=40),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_weighted_coverage_equals_coverage_on_the_resample(data: list[tuple[int, bool]], r: float, seed: int) -> None:
+    # integer weights = a bootstrap resample: the weighted coverage must be the plain coverage
+    # of the data with each input repeated that many times (ties grouped the same way)
+    s = np.array([d[0] for d in data], dtype=float)
+    e = np.array([d[1] for d in data])
+    counts = np.random.default_rng(seed).multinomial(s.size, np.full(s.size, 1.0 / s.size), size=3)
+    got = coverage_at_risk_weighted(s, e, r, np.vstack([np.ones(s.size, dtype=np.int64), counts]))
+    assert got[0] == pytest.approx(coverage_at_risk(s, e, r))
+    for row, w in zip(got[1:], counts, strict=True):
+        idx = np.repeat(np.arange(s.size), w)
+        assert row == pytest.approx(coverage_at_risk(s[idx], e[idx], r))
+    # float weights give the same numbers as the integer counts
+    np.testing.assert_allclose(coverage_at_risk_weighted(s, e, r, counts.astype(float)), got[1:])
+
+
+def test_weighted_coverage_bad_weights() -> None:
+    with pytest.raises(BadInputError, match="weights must be"):
+        coverage_at_risk_weighted(SCORES, ERRORS, 0.4, np.ones(4))
+    with pytest.raises(BadInputError, match="weights must be"):
+        coverage_at_risk_weighted(SCORES, ERRORS, 0.4, np.ones((2, 3)))
+    with pytest.raises(BadInputError, match="non-negative"):
+        coverage_at_risk_weighted(SCORES, ERRORS, 0.4, -np.ones((1, 4), dtype=np.int64))
+    assert coverage_at_risk_weighted(SCORES, ERRORS, 0.4, np.zeros((1, 4))).tolist() == [0.0]
 
 
 def test_auroc_hand_computed() -> None:

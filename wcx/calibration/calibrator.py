@@ -54,6 +54,7 @@ from wcx.calibration.risk_control import (
 )
 from wcx.calibration.scores import DEFAULT_SCORE, SCORES, stage_outputs
 from wcx.calibration.window import (
+    DEFAULT_N_BOOT,
     DEFAULT_WIDTH_GRID,
     WindowSearch,
     search_windows,
@@ -113,6 +114,10 @@ class CascadeCalibrator:
             input); the search minimises their expectation.
         width_grid: widths searched (quantile levels, each of w_lo and w_hi).
         grid_size: most candidate taus in Learn-then-Test.
+        n_boot: bootstrap resamples of the fitting data that measure each searched cascade's
+            gap to the full ensemble; a cascade is feasible iff ``gap + its standard deviation
+            <= eps`` (0: plain ``gap <= eps``; see :mod:`wcx.calibration.window`). Seeded by
+            ``seed``.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class CascadeCalibrator:
         cost: str = "macs",
         width_grid: Sequence[float] = DEFAULT_WIDTH_GRID,
         grid_size: int = DEFAULT_GRID_SIZE,
+        n_boot: int = DEFAULT_N_BOOT,
     ) -> None:
         if task not in TASKS:
             raise BadInputError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
@@ -170,6 +176,9 @@ class CascadeCalibrator:
         if int(grid_size) < 2:
             raise BadInputError(f"grid_size must be >= 2, got {grid_size!r}")
         self.grid_size = int(grid_size)
+        if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+            raise BadInputError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+        self.n_boot = int(n_boot)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -258,6 +267,8 @@ class CascadeCalibrator:
                 eps=self.eps,
                 width_grid=self.width_grid,
                 fixed_widths=self.widths,
+                n_boot=self.n_boot,
+                seed=self.seed,
             )
         policy: Policy
         if self.policy == "window":
@@ -451,6 +462,7 @@ class CascadeCalibrator:
             "expected_cost": self.expected_cost_,
             "cost": self.cost,
             "eps": self.eps,
+            "n_boot": self.n_boot,
             "stage_taus": self.stage_taus_,
         }
         if self.task == "ood":
@@ -473,6 +485,7 @@ class CascadeCalibrator:
             "target_risk": self.risk if self.task == "selective" else 1.0 - self.tpr,
             "delta": self.delta,
             "eps": self.eps,
+            "n_boot": self.n_boot,
             "tau": self.tau_,
             "windows": self.windows_,
             "thresholds": self.thresholds_,

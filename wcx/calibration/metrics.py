@@ -92,6 +92,42 @@ def coverage_at_risk(scores: np.ndarray, errors: np.ndarray, risk: float) -> flo
     return float(cov[ok].max()) if ok.any() else 0.0
 
 
+def coverage_at_risk_weighted(scores: np.ndarray, errors: np.ndarray, risk: float, weights: np.ndarray) -> np.ndarray:
+    """:func:`coverage_at_risk` under each row of ``weights`` (B, N): one coverage per row.
+
+    Row ``b`` counts input ``i`` ``weights[b, i]`` times (non-negative; multinomial counts of a
+    bootstrap resample make it equal :func:`coverage_at_risk` on that resample). Coverage is the
+    accepted weight over the row's total weight; ties are grouped as in
+    :func:`risk_coverage_curve`. Returns float64 ``(B,)``; 0.0 where no point meets ``risk``.
+
+    >>> w = np.array([[1, 1, 1, 1], [2, 0, 1, 1]], dtype=float)
+    >>> coverage_at_risk_weighted(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 1, 0, 1]), 0.4, w).tolist()
+    [0.75, 1.0]
+    """
+    s, e = _pair(scores, errors)
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.shape[1] != s.size:
+        raise BadInputError(f"weights must be (B, {s.size}), got {w.shape}")
+    if w.dtype.kind not in "ui":  # integer counts (the bootstrap's) stay integers: exact and fast
+        w = w.astype(np.float64)
+    if w.dtype.kind != "u" and np.any(w < 0):
+        raise BadInputError("weights must be non-negative")
+    acc = np.int64 if w.dtype.kind in "ui" else np.float64
+    order = np.argsort(-s, kind="stable")
+    s_sorted = s[order]
+    ends = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
+    accepted = np.cumsum(w[:, order], axis=1, dtype=acc)[:, ends]
+    # errors are few: cumulate only their columns, then read each group end's running total
+    err_pos = np.flatnonzero(e[order])
+    wrong_cum = np.zeros((w.shape[0], err_pos.size + 1), dtype=acc)
+    np.cumsum(w[:, order[err_pos]], axis=1, dtype=acc, out=wrong_cum[:, 1:])
+    wrong = wrong_cum[:, np.searchsorted(err_pos, ends, side="right")]
+    ok = wrong <= risk * accepted + _SLACK
+    total = accepted[:, -1].astype(np.float64)
+    best = np.where(ok, accepted, 0).max(axis=1).astype(np.float64)
+    return np.divide(best, total, out=np.zeros_like(best), where=total > 0)
+
+
 def risk_at_coverage(scores: np.ndarray, errors: np.ndarray, coverage: float) -> float:
     """Selective risk at the first curve point whose coverage is ``>= coverage``.
 
