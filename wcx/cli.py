@@ -437,7 +437,12 @@ def calibrate(
         float, typer.Option("--fit-fraction", help="Guaranteed mode: share of the held-out set that fits "
                             "the windows; the rest certifies tau.")
     ] = 0.3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the fit/certify split (recorded).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fit/certify split and of the bootstrap "
+                                      "(recorded).")] = 0,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", help="Window search: bootstrap resamples that measure each cascade's "
+                          "gap noise; feasible iff gap + its std <= eps (0: plain gap <= eps).")
+    ] = 100,
     test: Annotated[
         Path | None, typer.Option("--test", help="Test .npz (or logits .npz with --logits) measured with the "
                                   "fitted thresholds, never re-fitted.")
@@ -479,7 +484,7 @@ def calibrate(
         raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
     calibrator = CascadeCalibrator(
         task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
-        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost,
+        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
     )
     labels_needed = task == "selective"
     if logits is not None:

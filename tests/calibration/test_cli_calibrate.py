@@ -51,6 +51,9 @@ def test_calibrate_from_logits_writes_the_json(logits_files, tmp_path: Path) -> 
     assert len(r["windows"]) == 1
     assert set(r["test"]) >= {"coverage", "risk", "pass_fraction"}
     assert r["expected_macs"] == pytest.approx(100 * sum(r["pass_fraction"]))
+    assert r["n_boot"] == 100  # the noise-aware search is the default and is recorded
+    chosen = r["search"]["chosen"]
+    assert chosen["gap"] + chosen["gap_se"] <= r["eps"] + 1e-12
 
 
 @pytest.mark.parametrize(
@@ -61,6 +64,7 @@ def test_calibrate_from_logits_writes_the_json(logits_files, tmp_path: Path) -> 
         (["--delta", "2"], "delta"),
         (["--policy", "bogus"], "policy"),
         (["--score", "bogus"], "score"),
+        (["--n-boot", "-1"], "n_boot"),
     ],
 )
 def test_bad_options_exit_2(logits_files, args, message) -> None:
