@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -645,13 +646,15 @@ def bench_command(
     ds = load_npz(data, sample_shape=b.sample_shape)
     rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
                      strict=strict)
-    table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})")
-    for col in ("config", "batch", "p50 ms", "p90 ms", "p99 ms", "rows/s", "pass fraction", "overhead"):
-        table.add_column(col, justify="left" if col in ("config", "pass fraction") else "right")
+    # a light box and no wrapping: the whole table (member names included) fits 80 columns
+    table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False)
+    for col in ("config", "batch", "p50 ms", "p90 ms", "p99 ms", "rows/s", "pass", "overhead"):
+        table.add_column(col, justify="left" if col in ("config", "pass") else "right", no_wrap=True)
     for r in rows:
         table.add_row(
             r.config, str(r.batch_size), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
-            f"{r.throughput:,.0f}", ", ".join(f"{p:.2f}" for p in r.pass_fraction or []),
+            f"{r.throughput:,.0f}", "/".join(f"{p:.2f}" for p in r.pass_fraction or []),
             "" if r.overhead is None else f"{r.overhead:.3f}x",
         )
     out.print(table)

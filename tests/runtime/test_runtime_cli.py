@@ -87,6 +87,7 @@ def test_bench_json_rows(policy_bundle: Bundle, data_file: Path, tmp_path: Path)
                                    "--batch-size", "1,64", "--repeats", "3", "--warmup", "1",
                                    "--threads", "1", "--json", str(js)])
     assert res.exit_code == 0, res.output
+    assert "…" not in res.output and "member:m1" in res.output  # nothing cut on an 80-column terminal
     rows = json.loads(js.read_text())
     assert [(r["config"], r["batch_size"]) for r in rows] == [
         ("cascade", 1), ("ensemble", 1), ("member:m0", 1), ("member:m1", 1),
