@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from wcx import __version__  # noqa: E402
 from wcx.bundle import Bundle, select_members  # noqa: E402
+from wcx.calibration.calibrator import json_safe  # noqa: E402
 from wcx.zoo import experiment as ex  # noqa: E402
 
 log = logging.getLogger("paper_benchmark")
@@ -408,23 +409,6 @@ def plot(results: dict[str, Any], latency: dict | None, sizes: list[str], path: 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def json_safe(obj: Any) -> Any:
-    """numpy scalars to Python, non-finite floats (unbounded window sides) to None."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------

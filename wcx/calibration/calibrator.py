@@ -69,14 +69,15 @@ EXCHANGEABILITY_NOTE = (
 )
 
 
-def _json_safe(obj: Any) -> Any:
-    """Recursively turn numpy scalars into Python ones and non-finite floats into None."""
+def json_safe(obj: Any) -> Any:
+    """Recursively turn numpy scalars and arrays into Python values, keys into strings and
+    non-finite floats (e.g. an unbounded window side) into None, so ``json.dumps`` takes it."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -403,7 +404,7 @@ class CascadeCalibrator:
                 ood = self._outcome(ood_logits)
                 res["fpr"] = float(np.mean(ood.score >= self.tau_))
                 res["auroc"] = auroc(out.score, ood.score)
-        return _json_safe(res)
+        return json_safe(res)
 
     def raise_if_failed(self) -> None:
         """Raise ``WorkFailedError`` (exit 1) when the fit has no usable threshold: guaranteed
@@ -467,7 +468,7 @@ class CascadeCalibrator:
         }
         if self.task == "ood":
             d.update(tpr_target=self.tpr, tpr=self.tpr_, tpr_lower_bound=self.tpr_lower_bound_)
-        return _json_safe(d)
+        return json_safe(d)
 
     def report_dict(self, test: dict[str, Any] | None = None) -> dict[str, Any]:
         """The JSON of ``wcx calibrate --json``: ``tau`` (null when none), ``windows``,
@@ -526,4 +527,4 @@ class CascadeCalibrator:
                 fpr=self.fpr_,
                 auroc=self.auroc_,
             )
-        return _json_safe(d)
+        return json_safe(d)

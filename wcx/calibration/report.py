@@ -7,7 +7,7 @@ matplotlib is imported inside :func:`write_report` with the non-interactive Agg 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,12 +67,7 @@ def write_report(
         ax.set_xlabel("coverage")
         ax.set_ylabel("selective risk (%)")
         ax.set_title("Risk-coverage")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "risk_coverage.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / "risk_coverage.png"))
 
     search = calibrator.search_
     if search is not None:
@@ -106,10 +101,16 @@ def write_report(
         ax.set_xlabel(unit)
         ax.set_ylabel(what)
         ax.set_title("Cost vs quality (window-fitting data)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "cost_quality.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / "cost_quality.png"))
     return written
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Add the legend, write ``fig`` to ``path`` (PNG, 120 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -242,6 +242,29 @@ def _fixed_sequence(n: np.ndarray, k: np.ndarray, alpha: float, delta: float, n0
     return start, start + n_passed - 1
 
 
+def _certified(
+    tau: float, alpha: float, delta: float, *, n: int, n_accepted: int, errors: int, trials: int, n_min: int,
+    task: str = "selective",
+) -> ThresholdResult:
+    """The result of a passed Learn-then-Test: ``errors`` out of ``trials`` binomial trials
+    (selective: errors among the accepted inputs; ood: flagged among all in-distribution inputs)."""
+    return ThresholdResult(
+        tau=tau,
+        mode="guaranteed",
+        alpha=alpha,
+        delta=delta,
+        certified=True,
+        risk_upper_bound=clopper_pearson_upper(errors, trials, delta),
+        n=n,
+        n_accepted=n_accepted,
+        errors=errors,
+        risk=errors / trials,
+        coverage=n_accepted / n,
+        n_min=n_min,
+        task=task,
+    )
+
+
 def fit_guaranteed_threshold(
     scores: np.ndarray,
     errors: np.ndarray,
@@ -281,20 +304,7 @@ def fit_guaranteed_threshold(
             n_needed = accepted_needed(k[start] / n_acc[start], alpha, delta)
         return ThresholdResult(math.inf, "guaranteed", alpha, delta, False, None, s.size, 0, 0, 0.0, 0.0, n_needed, n0)
     n_i, k_i = int(n_acc[last]), int(k[last])
-    return ThresholdResult(
-        tau=float(taus[last]),
-        mode="guaranteed",
-        alpha=alpha,
-        delta=delta,
-        certified=True,
-        risk_upper_bound=clopper_pearson_upper(k_i, n_i, delta),
-        n=s.size,
-        n_accepted=n_i,
-        errors=k_i,
-        risk=k_i / n_i,
-        coverage=n_i / s.size,
-        n_min=n0,
-    )
+    return _certified(float(taus[last]), alpha, delta, n=s.size, n_accepted=n_i, errors=k_i, trials=n_i, n_min=n0)
 
 
 def fit_threshold(
@@ -362,18 +372,5 @@ def fit_tpr_threshold(
             -math.inf, "guaranteed", alpha, delta, False, None, n, n, 0, 0.0, 1.0, n_needed, n0, "ood"
         )
     k = int(flagged[last])
-    return ThresholdResult(
-        tau=float(taus[last]),
-        mode="guaranteed",
-        alpha=alpha,
-        delta=delta,
-        certified=True,
-        risk_upper_bound=clopper_pearson_upper(k, n, delta),
-        n=n,
-        n_accepted=n - k,
-        errors=k,
-        risk=k / n,
-        coverage=(n - k) / n,
-        n_min=n0,
-        task="ood",
-    )
+    return _certified(float(taus[last]), alpha, delta, n=n, n_accepted=n - k, errors=k, trials=n, n_min=n0,
+                      task="ood")
