@@ -142,12 +142,27 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
+_BACKEND_HELP = "Backend: auto, onnxruntime, torch or tensorrt (auto: the calibrated one if it can run here)."
+
+
+# Options shared by several commands, declared once.
+PolicyBundleArg = Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json) with a policy.")]
+BundleArg = Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json).")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
+]
+BackendOpt = Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)]
+
+
 # ---------------------------------------------------------------------------------------------
 # wcx inspect
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json).")],
+    bundle: BundleArg,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the manifest summary as JSON here.")
     ] = None,
@@ -583,22 +598,16 @@ def _print_calibration(r: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # wcx run / wcx bench  (owned by wcx.runtime)
 # ---------------------------------------------------------------------------------------------
-_BACKEND_HELP = "Backend: auto, onnxruntime, torch or tensorrt (auto: the calibrated one if it can run here)."
-
 
 @app.command("run")
 def run_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json) with a policy.")],
+    bundle: PolicyBundleArg,
     data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W) and optional labels y.")],
     out_path: Annotated[Path, typer.Option("--out", help="Write pred, score, accept, exit_stage here (.npz).")],
-    backend: Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)] = "auto",
+    backend: BackendOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per cascade call.")] = 256,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
-    ] = False,
+    threads: ThreadsOpt = None,
+    strict: StrictOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Run the cascade on a data file; with labels, print accuracy, coverage and risk."""
@@ -622,18 +631,14 @@ def run_command(
 
 @app.command("bench")
 def bench_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json) with a policy.")],
+    bundle: PolicyBundleArg,
     data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W); labels are ignored.")],
     batch_size: Annotated[str, typer.Option("--batch-size", help="Comma-separated batch sizes.")] = "1,32,256",
-    backend: Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)] = "auto",
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
-    ] = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per configuration.")] = 30,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing.")] = 5,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
-    ] = False,
+    strict: StrictOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write one row per configuration here.")] = None,
 ) -> None:
     """Measure the cascade, the full ensemble and each member alone: latency, throughput, overhead."""
@@ -667,7 +672,7 @@ def bench_command(
 # ---------------------------------------------------------------------------------------------
 @app.command("build-engines")
 def build_engines_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds wcx.json).")],
+    bundle: BundleArg,
     opt_batch: Annotated[
         int, typer.Option("--opt-batch", help="Batch size TensorRT tunes kernels for (profile opt).")
     ] = 32,
@@ -729,9 +734,7 @@ def demo_command(
         str | None, typer.Option("--size", help="Zoo size of the cascade's two members: b0, b1, b2 or b3 "
                                  "(default b3).", show_default=False)
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")
-    ] = None,
+    threads: ThreadsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per latency measurement.")] = 20,
 ) -> None:
     """Offline demo on the bundled Fashion-MNIST zoo: a two-member window cascade calibrated at 5%
