@@ -33,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 CONFIG_ORDER = ("single", "ensemble", "window_fixed", "window", "threshold", "threshold_fixed", "ensemble3", "window3")
+TWO_MEMBER_CONFIGS = CONFIG_ORDER[:5]  # the guarantee/shift and latency tables
+
+
+def cells(sizes: Iterable[str], configs: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Every (size, configuration) pair of a table, in row order: size-major."""
+    for s in sizes:
+        for c in configs:
+            yield s, c
 
 
 def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict | None, targets: dict,
@@ -224,12 +233,11 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
     # headline
     out.append("## Headline (honest protocol: fitted on `calib`, measured on `test`)\n")
     rows = []
-    for s in sizes:
-        for c in ("single", "ensemble", "window", "window_fixed"):
-            h = sel(results, s, c)
-            g = sel(results, s, c, "guaranteed")
-            rows.append([s, SHORT[c], f"{pct(h['coverage'])} ({pct(h['risk'])})", pct(h["coverage_at_risk"]),
-                         pct(g["coverage"]), kmacs(h["expected_macs"]), ms(lat(latency, s, c, 256))])
+    for s, c in cells(sizes, ("single", "ensemble", "window", "window_fixed")):
+        h = sel(results, s, c)
+        g = sel(results, s, c, "guaranteed")
+        rows.append([s, SHORT[c], f"{pct(h['coverage'])} ({pct(h['risk'])})", pct(h["coverage_at_risk"]),
+                     pct(g["coverage"]), kmacs(h["expected_macs"]), ms(lat(latency, s, c, 256))])
     out.append(table(["size", "configuration", "cov@5% (risk)", "cov@5% best tau", "cov@5% guaranteed",
                       "E[MACs]", "ms @256"], rows) + "\n")
     out.append(
@@ -249,18 +257,17 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
     # main table
     out.append("## Selective classification\n")
     rows = []
-    for s in sizes:
-        for c in CONFIG_ORDER:
-            if c not in results[s]["selective"]:
-                continue
-            p5, h5 = sel(results, s, c, "paper"), sel(results, s, c, "honest")
-            p2, h2 = sel(results, s, c, "paper", "0.02"), sel(results, s, c, "honest", "0.02")
-            rows.append([
-                s, SHORT[c], kmacs(h5["expected_macs"]), pct(h5["pass_fraction"][-1]) if len(h5["pass_fraction"]) > 1
-                else "-", pct(p5["coverage"]), f"{pct(h5['coverage'])} ({pct(h5['risk'])})",
-                pct(h5["coverage_at_risk"]), pct(p2["coverage"]), f"{pct(h2['coverage'])} ({pct(h2['risk'])})",
-                pct(h5["risk_at_80"]), pct(h5["aurc"], 3),
-            ])
+    for s, c in cells(sizes, CONFIG_ORDER):
+        if c not in results[s]["selective"]:
+            continue
+        p5, h5 = sel(results, s, c, "paper"), sel(results, s, c, "honest")
+        p2, h2 = sel(results, s, c, "paper", "0.02"), sel(results, s, c, "honest", "0.02")
+        rows.append([
+            s, SHORT[c], kmacs(h5["expected_macs"]), pct(h5["pass_fraction"][-1]) if len(h5["pass_fraction"]) > 1
+            else "-", pct(p5["coverage"]), f"{pct(h5['coverage'])} ({pct(h5['risk'])})",
+            pct(h5["coverage_at_risk"]), pct(p2["coverage"]), f"{pct(h2['coverage'])} ({pct(h2['risk'])})",
+            pct(h5["risk_at_80"]), pct(h5["aurc"], 3),
+        ])
     out.append(table(["size", "configuration", "E[MACs]", "pass to last (%)", "cov@5% paper",
                       "cov@5% honest (risk)", "cov@5% best tau", "cov@2% paper", "cov@2% honest (risk)",
                       "risk@80% cov", "AURC x100"], rows) + "\n")
@@ -273,15 +280,14 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
         "fitted (empirical) on `heldout_train`, measured on `test`.\n"
     )
     rows = []
-    for s in sizes:
-        for c in ("single", "ensemble", "window_fixed", "window", "threshold"):
-            g, sh = sel(results, s, c, "guaranteed"), sel(results, s, c, "shift")
-            g2, sh2 = sel(results, s, c, "guaranteed", "0.02"), sel(results, s, c, "shift", "0.02")
-            bound = pct(g["risk_upper_bound"]) if g["certified"] else "none"
-            bound2 = pct(g2["risk_upper_bound"]) if g2["certified"] else "none"
-            rows.append([s, SHORT[c], bound, pct(g["coverage"]), pct(g["risk"]), f"{pct(sh['coverage'])} "
-                         f"({pct(sh['risk'])})", bound2, pct(g2["coverage"]), pct(g2["risk"]),
-                         f"{pct(sh2['coverage'])} ({pct(sh2['risk'])})"])
+    for s, c in cells(sizes, TWO_MEMBER_CONFIGS):
+        g, sh = sel(results, s, c, "guaranteed"), sel(results, s, c, "shift")
+        g2, sh2 = sel(results, s, c, "guaranteed", "0.02"), sel(results, s, c, "shift", "0.02")
+        bound = pct(g["risk_upper_bound"]) if g["certified"] else "none"
+        bound2 = pct(g2["risk_upper_bound"]) if g2["certified"] else "none"
+        rows.append([s, SHORT[c], bound, pct(g["coverage"]), pct(g["risk"]), f"{pct(sh['coverage'])} "
+                     f"({pct(sh['risk'])})", bound2, pct(g2["coverage"]), pct(g2["risk"]),
+                     f"{pct(sh2['coverage'])} ({pct(sh2['risk'])})"])
     out.append(table(["size", "configuration", "5%: bound", "5%: test cov", "5%: test risk", "5%: shift cov (risk)",
                       "2%: bound", "2%: test cov", "2%: test risk", "2%: shift cov (risk)"], rows) + "\n")
 
@@ -293,14 +299,13 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
         "it). Windows are fitted on in-distribution data only; E[MACs] on `test` / on the digits.\n"
     )
     rows = []
-    for s in sizes:
-        for c in CONFIG_ORDER:
-            if c not in results[s]["ood"]:
-                continue
-            h, p = results[s]["ood"][c]["honest"], results[s]["ood"][c]["paper"]
-            rows.append([s, SHORT[c], f"{kmacs(h['expected_macs'])} / {kmacs(h['ood_expected_macs'])}",
-                         pct(p["fpr_at_95"]), f"{pct(h['fpr'])} ({pct(h['tpr'])})", pct(h["auroc"]),
-                         pct(p["auroc"])])
+    for s, c in cells(sizes, CONFIG_ORDER):
+        if c not in results[s]["ood"]:
+            continue
+        h, p = results[s]["ood"][c]["honest"], results[s]["ood"][c]["paper"]
+        rows.append([s, SHORT[c], f"{kmacs(h['expected_macs'])} / {kmacs(h['ood_expected_macs'])}",
+                     pct(p["fpr_at_95"]), f"{pct(h['fpr'])} ({pct(h['tpr'])})", pct(h["auroc"]),
+                     pct(p["auroc"])])
     out.append(table(["size", "configuration", "E[MACs] in / out", "FPR@95 paper", "FPR honest (TPR)",
                       "AUROC honest", "AUROC paper"], rows) + "\n")
 
@@ -315,14 +320,13 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
             "the honest protocol at 5% risk.\n"
         )
         rows = []
-        for s in sizes:
-            for c in ("single", "ensemble", "window_fixed", "window", "threshold"):
-                name = {"single": f"single:{s}_s0", "ensemble": "ensemble"}.get(c, f"cascade:{c}")
-                r256 = next((r for r in latency[s] if r["config"] == name and r["batch_size"] == 256), None)
-                pf = "-" if not r256 or not r256.get("pass_fraction") or len(r256["pass_fraction"]) < 2 else \
-                    pct(r256["pass_fraction"][-1], 1)
-                rows.append([s, SHORT[c], ms(lat(latency, s, c, 1)), ms(lat(latency, s, c, 256)), pf,
-                             "-" if r256 is None else f"{r256['throughput']:,.0f}"])
+        for s, c in cells(sizes, TWO_MEMBER_CONFIGS):
+            name = {"single": f"single:{s}_s0", "ensemble": "ensemble"}.get(c, f"cascade:{c}")
+            r256 = next((r for r in latency[s] if r["config"] == name and r["batch_size"] == 256), None)
+            pf = "-" if not r256 or not r256.get("pass_fraction") or len(r256["pass_fraction"]) < 2 else \
+                pct(r256["pass_fraction"][-1], 1)
+            rows.append([s, SHORT[c], ms(lat(latency, s, c, 1)), ms(lat(latency, s, c, 256)), pf,
+                         "-" if r256 is None else f"{r256['throughput']:,.0f}"])
         out.append(table(["size", "configuration", "ms @ batch 1", "ms @ batch 256", "pass to stage 2 @256 (%)",
                           "images/s @256"], rows) + "\n")
     out.append("![coverage at 5% risk vs cost](coverage_vs_cost.png)\n")

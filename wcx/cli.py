@@ -651,11 +651,14 @@ def bench_command(
     ds = load_npz(data, sample_shape=b.sample_shape)
     rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
                      strict=strict)
-    # a light box and no wrapping: the whole table (member names included) fits 80 columns
+    # a light box and no wrapping: the whole table (member names included) fits 80 columns; on a
+    # narrower terminal the config column keeps its full width (min_width) and the others give way
     table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False)
+    config_width = max((len(r.config) for r in rows), default=0)
     for col in ("config", "batch", "p50 ms", "p90 ms", "p99 ms", "rows/s", "pass", "overhead"):
-        table.add_column(col, justify="left" if col in ("config", "pass") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("config", "pass") else "right", no_wrap=True,
+                         min_width=config_width if col == "config" else None)
     for r in rows:
         table.add_row(
             r.config, str(r.batch_size), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",

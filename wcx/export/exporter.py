@@ -45,7 +45,7 @@ from wcx.export.inputs import channel_stats, preprocess, random_inputs
 from wcx.export.macs import count_macs
 from wcx.export.model_source import ModelSource, classify_model, default_name, resolve_model
 from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
-from wcx.export.parity import compare_logits, run_onnx, run_torch
+from wcx.export.parity import Agreement, compare_logits, run_onnx, run_torch
 from wcx.export.precision import convert_to_fp16, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,43 @@ def _save_weights(module: Any, path: Path) -> None:
     save_file(state, str(path))
 
 
+def _compare_with_fp32(
+    run: Callable[[np.ndarray], np.ndarray],
+    fp32_random: np.ndarray,
+    fp32_data: np.ndarray | None,
+    checks: _CheckData,
+    *,
+    fp32_is_reference: bool,
+) -> tuple[Agreement, Agreement | None]:
+    """Compare ``run``'s logits with the FP32 ONNX logits on the random inputs and, when there
+    are any, on the data; ``fp32_is_reference`` picks the side ``compare_logits`` judges against."""
+
+    def compare(fp32: np.ndarray, inputs: np.ndarray, labels: np.ndarray | None = None) -> Agreement:
+        other = run(inputs)
+        return compare_logits(fp32, other, labels) if fp32_is_reference else compare_logits(other, fp32, labels)
+
+    a_rand = compare(fp32_random, checks.random)
+    a_data = None
+    if checks.data is not None:
+        assert fp32_data is not None
+        a_data = compare(fp32_data, checks.data, checks.data_labels)
+    return a_rand, a_data
+
+
+def _record_check(report_checks: dict[str, Any], key: str, entry: dict[str, Any], started: float, *,
+                  failure: str) -> None:
+    """Store check ``key`` with its run time; raise ``WorkFailedError(failure)`` when it did not pass."""
+    report_checks[key] = {**entry, "seconds": round(time.perf_counter() - started, 3)}
+    if not entry["passed"]:
+        raise WorkFailedError(failure)
+
+
+def _agreement_failure(name: str, precision: str, judged: Agreement, minimum: float, inputs: str) -> str:
+    """The error message of a failed top-1 agreement check against FP32."""
+    return (f"member {name!r}: {precision} top-1 agreement with FP32 is {judged.top1_agreement:.2%} on "
+            f"{judged.n} {inputs}, below {minimum:.2%}")
+
+
 def _build_member(
     source: ModelSource,
     name: str,
@@ -283,29 +320,23 @@ def _build_member(
 
     if source.module is not None:
         t0 = time.perf_counter()
-        a_rand = compare_logits(run_torch(source.module, checks.random, chunk=chunk), ref_random)
-        a_data = None
-        if checks.data is not None:
-            a_data = compare_logits(run_torch(source.module, checks.data, chunk=chunk), ref_data,
-                                    checks.data_labels)
+        module = source.module
+        a_rand, a_data = _compare_with_fp32(lambda x: run_torch(module, x, chunk=chunk), ref_random, ref_data,
+                                            checks, fp32_is_reference=False)
         worst = max([a_rand] + ([a_data] if a_data else []), key=lambda a: a.max_abs_diff)
         limit = tolerances.fp32_max_abs_diff * max(1.0, worst.logit_scale)
-        passed = worst.max_abs_diff <= limit
-        report_checks["fp32"] = {
+        _record_check(report_checks, "fp32", {
             "compares": "PyTorch (eager) vs FP32 ONNX on ONNX Runtime (CPU)",
             "random": a_rand.to_dict(),
             "data": None if a_data is None else a_data.to_dict(),
             "max_abs_diff": worst.max_abs_diff,
             "limit": limit,
-            "passed": passed,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        if not passed:
-            raise WorkFailedError(
-                f"member {name!r} ({source.spec}): the ONNX export differs from PyTorch: max abs diff "
-                f"{worst.max_abs_diff:.3g} > {limit:.3g} (tolerance {tolerances.fp32_max_abs_diff:g} x "
-                f"max(1, logit scale {worst.logit_scale:.3g})), top-1 agreement {worst.top1_agreement:.1%}"
-            )
+            "passed": worst.max_abs_diff <= limit,
+        }, t0, failure=(
+            f"member {name!r} ({source.spec}): the ONNX export differs from PyTorch: max abs diff "
+            f"{worst.max_abs_diff:.3g} > {limit:.3g} (tolerance {tolerances.fp32_max_abs_diff:g} x "
+            f"max(1, logit scale {worst.logit_scale:.3g})), top-1 agreement {worst.top1_agreement:.1%}"
+        ))
     else:
         report_checks["fp32"] = {
             "compares": "nothing: an ONNX member is its own FP32 reference",
@@ -320,27 +351,18 @@ def _build_member(
         t0 = time.perf_counter()
         final_path = workdir / f"{name}.fp16.onnx"
         convert_to_fp16(fp32_path, final_path)
-        a_rand = compare_logits(ref_random, run_onnx(final_path, checks.random, chunk=chunk))
-        a_data = None
-        if checks.data is not None:
-            a_data = compare_logits(ref_data, run_onnx(final_path, checks.data, chunk=chunk), checks.data_labels)
+        a_rand, a_data = _compare_with_fp32(lambda x: run_onnx(final_path, x, chunk=chunk), ref_random, ref_data,
+                                            checks, fp32_is_reference=True)
         judged = a_data if a_data is not None else a_rand
-        passed = judged.top1_agreement >= tolerances.fp16_min_agreement
-        report_checks["fp16"] = {
+        _record_check(report_checks, "fp16", {
             "compares": "FP16 ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
             "random": a_rand.to_dict(),
             "data": None if a_data is None else a_data.to_dict(),
             "judged_on": "data" if a_data is not None else "random",
             "min_agreement": tolerances.fp16_min_agreement,
-            "passed": passed,
+            "passed": judged.top1_agreement >= tolerances.fp16_min_agreement,
             "note": FP16_NOTE,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        if not passed:
-            raise WorkFailedError(
-                f"member {name!r}: FP16 top-1 agreement with FP32 is {judged.top1_agreement:.2%} on "
-                f"{judged.n} inputs, below {tolerances.fp16_min_agreement:.2%}"
-            )
+        }, t0, failure=_agreement_failure(name, "FP16", judged, tolerances.fp16_min_agreement, "inputs"))
     elif precision == "int8":
         t0 = time.perf_counter()
         assert checks.int8_ranges is not None and checks.int8_eval is not None
@@ -352,8 +374,7 @@ def _build_member(
                                 checks.int8_eval_labels)
         a_sim = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk, optimize=False),
                                checks.int8_eval_labels)
-        passed = a_eval.top1_agreement >= tolerances.int8_min_agreement
-        report_checks["int8"] = {
+        _record_check(report_checks, "int8", {
             "compares": "INT8 (Q/DQ) ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
             "eval": a_eval.to_dict(),
             "eval_simulated": a_sim.to_dict(),
@@ -363,15 +384,9 @@ def _build_member(
             "eval_data": checks.int8_eval_source,
             "range_samples": int(len(checks.int8_ranges)),
             "min_agreement": tolerances.int8_min_agreement,
-            "passed": passed,
+            "passed": a_eval.top1_agreement >= tolerances.int8_min_agreement,
             "quantization": options,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        if not passed:
-            raise WorkFailedError(
-                f"member {name!r}: INT8 top-1 agreement with FP32 is {a_eval.top1_agreement:.2%} on "
-                f"{a_eval.n} held-out inputs, below {tolerances.int8_min_agreement:.2%}"
-            )
+        }, t0, failure=_agreement_failure(name, "INT8", a_eval, tolerances.int8_min_agreement, "held-out inputs"))
 
     macs = count_macs(fp32_path)
     if macs.uncounted:
