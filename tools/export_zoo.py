@@ -127,7 +127,8 @@ def summarize(report: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ZOO_DIR / "bundles", help="bundles root (default wcx/zoo/bundles)")
-    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="precisions to export (default: all)")
     parser.add_argument("--int8-min-agreement", type=float, default=0.95,
                         help="refuse an INT8 member whose top-1 agreement with FP32 on test is lower")
     args = parser.parse_args(argv)

@@ -418,11 +418,13 @@ def plot(results: dict[str, Any], latency: dict | None, sizes: list[str], path: 
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
-    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "wcx" / "zoo-logits")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results",
+                        help="folder for benchmark.md, benchmark.json and the plot (default docs/results)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "wcx" / "zoo-logits",
+                        help="where member logits are cached (default ~/.cache/wcx/zoo-logits)")
     parser.add_argument("--sizes", nargs="+", default=None, help="sizes to run (default: all)")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per latency measurement")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each latency measurement")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
     args = parser.parse_args(argv)

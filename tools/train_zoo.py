@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", nargs="+", choices=list(SIZES), default=None, help="sizes to train (default: all, largest first)"
     )
-    parser.add_argument("--seeds", nargs="+", type=int, choices=list(SEEDS), default=list(SEEDS))
+    parser.add_argument("--seeds", nargs="+", type=int, choices=list(SEEDS), default=list(SEEDS),
+                        help="training seeds (default: all)")
     parser.add_argument(
         "--threads",
         type=int,
