@@ -382,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             wpath = weights_dir / f"{name}.safetensors"
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             with atomic_write(wpath) as tmp:
-                save_file(state, str(tmp), metadata={"member": name, "size": size, "seed": str(seed)})
+                # one metadata key only: safetensors writes a multi-key map in a random order per
+                # process, so the file's bytes (and its sha256 in zoo.json) would differ run to run
+                save_file(state, str(tmp), metadata={"member": name})
             entry = {
                 "name": name,
                 "size": size,
