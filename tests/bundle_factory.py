@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from wcx.bundle import Bundle, MemberSpec, write_bundle
+from wcx.bundle import Bundle, write_bundle
+from wcx.core.manifest import InputSection, MemberSection
 
 
 def make_mlp_onnx(
@@ -70,21 +71,19 @@ def make_mlp_bundle(
         onnx_path = make_mlp_onnx(
             src / f"m{i}.onnx", sample_shape=sample_shape, hidden=hidden, num_classes=num_classes, seed=i
         )
-        spec = MemberSpec(
+        spec = MemberSection(
             name=f"m{i}",
             file=f"members/m{i}.onnx",
-            sha256="",
+            sha256="0" * 64,  # recomputed from the copy by write_bundle
             precision="fp32",
-            input_name="input",
-            input_shape=[None, *sample_shape],
-            input_dtype="float32",
+            input=InputSection(name="input", shape=sample_shape, mean=(mean,) * sample_shape[0],
+                               std=(std,) * sample_shape[0]),
             output_name="logits",
             num_classes=num_classes,
             # (hidden + 1) scaling makes later members dearer, like a real cascade.
             macs=features * hidden * (i + 1) + hidden * num_classes,
-            preprocess={"mean": [mean] * sample_shape[0], "std": [std] * sample_shape[0]},
         )
         specs.append((spec, onnx_path))
-    provenance = {"wcx": "test", "torch": None, "onnx": onnx.__version__, "onnxruntime": None,
-                  "export_options": {"source": "tests/bundle_factory.py"}}
-    return write_bundle(root / "bundle", specs, provenance)
+    export = {"wcx": "test", "torch": None, "onnx": onnx.__version__, "onnxruntime": None,
+              "export_options": {"source": "tests/bundle_factory.py"}}
+    return write_bundle(root / "bundle", specs, export)

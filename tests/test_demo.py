@@ -43,8 +43,9 @@ def test_demo_writes_bundle_plots_and_results(demo: Any) -> None:
 
     bundle = Bundle.load(out / "bundle")
     assert [m.name for m in bundle.members] == demo.members
-    assert bundle.policy["kind"] == "window" and bundle.calibration["certified"] is True
-    assert bundle.calibration["backend"] == "onnxruntime" and bundle.calibration["precision"] == "fp32"
+    assert bundle.policy is not None and bundle.calibration is not None
+    assert bundle.policy.policy.kind == "window" and bundle.calibration.certified is True
+    assert bundle.calibration.backend == "onnxruntime" and bundle.calibration.precision == "fp32"
 
     configs = {(r["config"], r["batch_size"]) for r in results["bench"]}
     for b in (1, 256):

@@ -7,7 +7,7 @@ What it measures, all through ``wcx.runtime`` (``TorchRunner`` + ``Executor`` + 
    on weights), FP16, channels-last, one CUDA graph per shape bucket, at batch sizes 1/32/256 and
    at the bucket sizes the cascades' second stages run at (these are the cascades' floors);
 2. two-member cascades of one model (two instances, so two sets of graphs) with *forced* pass
-   fractions of 10/25/50% (``ForcedFractionRule``: that fraction of the rows continues whatever
+   fractions of 10/25/50% (``ForcedFractionPolicy``: that fraction of the rows continues whatever
    their score), input a raw uint8 batch on the device (so preprocessing, scoring, the subset-size
    copy, gather and scatter are all inside the timing), compared with the floor (sum of the
    stages alone at the sizes the cascade ran them) and with B4 alone;
@@ -46,10 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from wcx.core.manifest import InputSection  # noqa: E402
+from wcx.core.policy import AllPolicy, ForcedFractionPolicy  # noqa: E402
+from wcx.core.preprocess import Preprocessor  # noqa: E402
+from wcx.runtime.buckets import pick_bucket  # noqa: E402
 from wcx.runtime.cascade import Cascade  # noqa: E402
-from wcx.runtime.executor import AllRule, Executor, ForcedFractionRule  # noqa: E402
-from wcx.runtime.preprocess import Preprocessor  # noqa: E402
-from wcx.runtime.torch_runner import TorchRunner, pick_bucket  # noqa: E402
+from wcx.runtime.executor import Executor  # noqa: E402
+from wcx.runtime.torch_runner import TorchRunner  # noqa: E402
 
 #: torchvision builder and input resolution of each size
 MODELS = {"b0": ("efficientnet_b0", 224), "b1": ("efficientnet_b1", 240), "b2": ("efficientnet_b2", 260),
@@ -113,6 +116,10 @@ class Bench:
     def res(self, size: str) -> int:
         return 16 if self.tiny else MODELS[size][1]
 
+    def input_section(self, size: str) -> InputSection:
+        res = self.res(size)
+        return InputSection(name="input", shape=(3, res, res), mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD))
+
     def num_classes(self) -> int:
         return 10 if self.tiny else 1000
 
@@ -158,7 +165,6 @@ class Bench:
 
     def models_alone(self, sizes: list[str], cascade_models: list[str]) -> None:
         torch = self.torch
-        prep = Preprocessor(IMAGENET_MEAN, IMAGENET_STD)
         for size in sizes:
             log(f"[alone] {size}")
             r = self.runner(size, 0)
@@ -166,10 +172,11 @@ class Bench:
             if size in cascade_models:
                 for bs in self.sizes:
                     want |= self.cascade_buckets(bs)
-            x = prep.torch(self.images(size, max(want)), dtype=r.dtype, channels_last=r.channels_last)
+            prep = Preprocessor(self.input_section(size))
+            x = prep(self.images(size, max(want)), dtype=r.dtype, channels_last=r.channels_last)
             with torch.inference_mode():
                 for n in sorted(want):
-                    stats = self.time(lambda n=n, r=r, x=x: r.run_padded(x[:n]))
+                    stats = self.time(lambda n=n, r=r, x=x: r.infer({"input": x[:n]}))
                     self.alone[(size, n)] = stats
                     self.records.append({"config": f"{size} alone", "batch_size": n, **stats})
             r.deactivate()
@@ -180,17 +187,18 @@ class Bench:
         for size in cascade_models:
             log(f"[cascade] {size}+{size}")
             runners = [self.runner(size, 0), self.runner(size, 1)]
-            ex = Executor(runners, rule=AllRule(), preprocess=Preprocessor(IMAGENET_MEAN, IMAGENET_STD),
+            ex = Executor(runners, policy=AllPolicy(), preprocess=Preprocessor(self.input_section(size)),
                           num_classes=self.num_classes(), score="msp")
             x = self.images(size, max(self.sizes))
             for bs in self.sizes:
                 for f in self.fractions:
-                    rule = ForcedFractionRule(f)
+                    policy = ForcedFractionPolicy(f)
                     padded: list[int] = []
 
-                    def call(bs: int = bs, rule: ForcedFractionRule = rule, padded: list[int] = padded,
+                    def call(bs: int = bs, policy: ForcedFractionPolicy = policy, padded: list[int] = padded,
                              ex: Executor = ex, x: Any = x) -> None:
-                        out = ex.run(x[:bs], rule=rule, timing=True)
+                        out = ex.run(x[:bs], policy=policy, timing=True)
+                        assert out.timing is not None
                         padded.append(out.timing.padded_rows[1])
 
                     stats = self.time(call)
@@ -214,9 +222,8 @@ class Bench:
         runners = [self.runner(size, 0), self.runner(size, 1)]
         res = self.res(size)
         for bs in [b for b in self.sizes if b > 1]:
-            c = Cascade(runners, policy=ForcedFractionRule(fraction),
-                        preprocess=Preprocessor(IMAGENET_MEAN, IMAGENET_STD), num_classes=self.num_classes(),
-                        sample_shape=(3, res, res), backend="torch", max_batch=max(self.sizes))
+            c = Cascade(runners, policy=ForcedFractionPolicy(fraction), input=self.input_section(size),
+                        num_classes=self.num_classes(), backend="torch")
             batch = np.random.default_rng(0).integers(0, 256, (bs, 3, res, res)).astype(np.uint8)
             for _ in range(3):
                 c(batch)
@@ -268,7 +275,7 @@ class Bench:
             export_bundle([f"wcx.zoo.architectures:{member}"], Path(tmp) / "bundle",
                           input_shape=x.shape[1:], mean=pre["mean"], std=pre["std"], names=[member])
             bundle = Bundle.load(Path(tmp) / "bundle")
-            xp = Preprocessor.from_manifest(bundle.preprocess)(x)
+            xp = Preprocessor(bundle.input)(x)
             with OnnxRuntimeRunner(bundle, 0) as ort_runner:
                 a = ort_runner.infer({"input": xp})[LOGITS]
             with TorchRunner(bundle, 0, device=self.device, cuda_graphs=self.graphs, max_batch=256) as tr:

@@ -70,20 +70,9 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _json_default(value: object) -> object:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def write_json_atomic(path: str | Path, data: object) -> None:
-    """Write ``data`` as indented JSON atomically (numpy scalars/arrays and paths allowed)."""
-    import json
+    """Write ``data`` as indented strict JSON atomically (numpy values, tuples and paths
+    allowed; non-finite numbers become null: :mod:`wcx.json_values`)."""
+    from wcx.json_values import dumps
 
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    write_text_atomic(path, dumps(data) + "\n")

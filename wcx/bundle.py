@@ -3,37 +3,18 @@
 Layout::
 
     BUNDLE/
-      wcx.json              the manifest (versioned, human-readable JSON)
+      wcx.json              the manifest (versioned, human-readable JSON; wcx.core.manifest)
       members/<name>.onnx   one ONNX graph per member, stage 1 first
       ...                   other files the manifest refers to (weights, engines, caches)
 
 Every file the manifest refers to is named by a JSON object with the keys ``file`` (a path
 relative to the bundle) and ``sha256``; loading walks the whole manifest, finds those objects and
-checks that each file exists and has that hash, so a section added later (engines, torch
-sources) is covered without new code here. Files outside the bundle directory are never read.
+checks that each file exists and has that hash, so a section added later is covered without new
+code here. Files outside the bundle directory are never read.
 
-Manifest (``schema_version`` 1)::
-
-    {
-      "schema_version": 1,
-      "created": "2026-11-26T18:00:00+00:00",
-      "provenance": {"wcx": "...", "torch": "..." | null, "onnx": "...", "onnxruntime": "...",
-                     "export_options": {...}},
-      "members": [
-        {"name": "m0", "file": "members/m0.onnx", "sha256": "...", "precision": "fp32",
-         "input_name": "input", "input_shape": [null, 1, 28, 28], "input_dtype": "float32",
-         "output_name": "logits", "num_classes": 10, "macs": 123456,
-         "preprocess": {"mean": [0.286], "std": [0.353]},
-         "torch_source": null | {"callable": "pkg.mod:fn", "file": "...", "sha256": "..."},
-         "export_report": {...}}
-      ],
-      "policy": null | {...},        # written by calibration (see wcx.calibration)
-      "calibration": null | {...},   # written by calibration
-      "engines": null | {...}        # written by the TensorRT engine builder
-    }
-
-``input_shape`` has ``null`` for the dynamic batch dimension. All members share one input shape
-and one preprocessing.
+The manifest's format, its validation and the migration of older versions are
+:mod:`wcx.core.manifest`'s business; this module reads and writes it, checks the files, and
+replaces sections atomically.
 """
 
 from __future__ import annotations
@@ -42,17 +23,26 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wcx.atomic import atomic_directory, write_text_atomic
+from wcx.core.manifest import (
+    SCHEMA_VERSION,
+    CalibrationSection,
+    EnginesSection,
+    InputSection,
+    Manifest,
+    MemberSection,
+    PolicySection,
+)
 from wcx.errors import BadInputError
 
-SCHEMA_VERSION = 1
 MANIFEST_NAME = "wcx.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "select_members", "sha256_file", "write_bundle"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -64,43 +54,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class MemberSpec:
-    """What the manifest records about one ensemble member (one cascade stage)."""
-
-    name: str
-    file: str
-    sha256: str
-    precision: str
-    input_name: str
-    input_shape: list[int | None]
-    input_dtype: str
-    output_name: str
-    num_classes: int
-    macs: int
-    preprocess: dict[str, list[float]]
-    torch_source: dict[str, Any] | None = None
-    export_report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """The input shape without the batch dimension, e.g. (C, H, W)."""
-        return tuple(int(d) for d in self.input_shape[1:])
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, where: str) -> MemberSpec:
-        known = {f for f in cls.__dataclass_fields__}
-        missing = {"name", "file", "sha256", "precision", "input_name", "input_shape",
-                   "input_dtype", "output_name", "num_classes", "macs", "preprocess"} - set(data)
-        if missing:
-            raise BadInputError(f"{where}: member record lacks {', '.join(sorted(missing))}")
-        spec = cls(**{k: v for k, v in data.items() if k in known})
-        if spec.precision not in PRECISIONS:
-            raise BadInputError(f"{where}: member {spec.name!r} has unknown precision {spec.precision!r}")
-        return spec
-
-
-def _iter_file_refs(node: Any) -> Iterator[dict[str, Any]]:
+def _iter_file_refs(node: Any) -> Iterator[Mapping[str, Any]]:
     """Yield every JSON object in the manifest that names a file (has ``file`` and ``sha256``)."""
     if isinstance(node, dict):
         if isinstance(node.get("file"), str) and isinstance(node.get("sha256"), str):
@@ -121,16 +75,15 @@ def _inside(root: Path, rel: str, *, where: str) -> Path:
 
 
 class Bundle:
-    """A loaded, verified cascade bundle.
+    """A loaded, verified cascade bundle: its directory and its typed :class:`Manifest`.
 
-    ``members`` are in stage order. ``manifest`` is the raw JSON dict (sections ``policy``,
-    ``calibration``, ``engines`` are owned by the parts of wcx that write them).
+    ``members`` are in stage order. Sections written later (``policy``, ``calibration``,
+    ``engines``) are replaced with :meth:`update_sections`.
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], members: list[MemberSpec]) -> None:
+    def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.members = members
 
     # -- reading -------------------------------------------------------------------------------
     @classmethod
@@ -138,8 +91,8 @@ class Bundle:
         """Read ``path/wcx.json`` and (with ``verify``) check every referenced file's sha256.
 
         Raises ``BadInputError`` with a one-line message for a missing directory or manifest,
-        corrupt JSON, an unknown ``schema_version``, a missing or altered file, or members that
-        disagree on input shape or preprocessing.
+        corrupt JSON, an unknown ``schema_version``, an invalid section, a missing or altered
+        file, or members that disagree on input shape or preprocessing.
         """
         root = Path(path)
         manifest_path = root / MANIFEST_NAME
@@ -148,53 +101,17 @@ class Bundle:
         if not manifest_path.is_file():
             raise BadInputError(f"{root}: not a wcx bundle (no {MANIFEST_NAME})")
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadInputError(f"{manifest_path}: corrupt manifest ({exc})") from None
-        if not isinstance(manifest, dict):
-            raise BadInputError(f"{manifest_path}: corrupt manifest (not a JSON object)")
-        version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BadInputError(
-                f"{manifest_path}: schema_version {version!r} is not supported by this wcx "
-                f"(it reads {SCHEMA_VERSION}); re-export the bundle or upgrade wcx"
-            )
-        raw_members = manifest.get("members")
-        if not isinstance(raw_members, list) or not raw_members:
-            raise BadInputError(f"{manifest_path}: the manifest lists no members")
-        try:
-            members = [MemberSpec.from_dict(m, where=str(manifest_path)) for m in raw_members]
-        except TypeError as exc:
-            raise BadInputError(f"{manifest_path}: corrupt member record ({exc})") from None
-        bundle = cls(root, manifest, members)
-        bundle._check_consistent()
+        bundle = cls(root, Manifest.from_dict(raw, where=str(manifest_path)))
         if verify:
             bundle.verify_files()
         return bundle
 
-    def _check_consistent(self) -> None:
-        first = self.members[0]
-        for m in self.members[1:]:
-            if m.sample_shape != first.sample_shape:
-                raise BadInputError(
-                    f"{self.path}: members {first.name!r} and {m.name!r} have different input "
-                    f"shapes {first.sample_shape} and {m.sample_shape} (one shape per bundle)"
-                )
-            if m.preprocess != first.preprocess:
-                raise BadInputError(
-                    f"{self.path}: members {first.name!r} and {m.name!r} use different preprocessing"
-                )
-            if m.num_classes != first.num_classes:
-                raise BadInputError(
-                    f"{self.path}: members {first.name!r} and {m.name!r} have different class counts"
-                )
-        names = [m.name for m in self.members]
-        if len(set(names)) != len(names):
-            raise BadInputError(f"{self.path}: member names are not unique: {names}")
-
     def verify_files(self) -> None:
         """Check that every file the manifest names exists inside the bundle with its sha256."""
-        for ref in _iter_file_refs(self.manifest):
+        for ref in _iter_file_refs(self.manifest.to_dict()):
             file = _inside(self.path, ref["file"], where=str(self.path))
             if not file.is_file():
                 raise BadInputError(f"{self.path}: file {ref['file']} is missing from the bundle")
@@ -225,91 +142,79 @@ class Bundle:
             raise BadInputError("select at least one member")
         return [known.index(n) for n in names]
 
-    # -- convenience views ---------------------------------------------------------------------
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def members(self) -> tuple[MemberSection, ...]:
+        return self.manifest.members
+
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return self.members[0].sample_shape
 
     @property
     def num_classes(self) -> int:
-        return self.members[0].num_classes
+        return self.manifest.num_classes
 
     @property
-    def preprocess(self) -> dict[str, list[float]]:
-        return self.members[0].preprocess
+    def input(self) -> InputSection:
+        """The members' shared input section (stage 1's)."""
+        return self.manifest.input
 
     @property
     def member_macs(self) -> list[int]:
         return [m.macs for m in self.members]
 
     @property
-    def policy(self) -> dict[str, Any] | None:
-        return self.manifest.get("policy")
+    def policy(self) -> PolicySection | None:
+        return self.manifest.policy
 
     @property
-    def calibration(self) -> dict[str, Any] | None:
-        return self.manifest.get("calibration")
+    def calibration(self) -> CalibrationSection | None:
+        return self.manifest.calibration
+
+    @property
+    def engines(self) -> EnginesSection | None:
+        return self.manifest.engines
 
     # -- writing -------------------------------------------------------------------------------
     def update_sections(self, **sections: Any) -> None:
-        """Set top-level manifest sections (e.g. ``policy=..., calibration=...``) atomically."""
-        for key in ("schema_version", "members"):
-            if key in sections:
-                raise ValueError(f"update_sections cannot replace {key!r}")
-        self.manifest.update(sections)
-        write_manifest(self.path, self.manifest)
-
-    def add_file(self, rel: str, source: str | Path) -> dict[str, str]:
-        """Copy ``source`` into the bundle at ``rel`` atomically; return its ``{file, sha256}``.
-
-        The caller puts the returned reference into a manifest section and calls
-        ``update_sections``; until then the file is not part of the bundle.
-        """
-        from wcx.atomic import atomic_write
-
-        target = self.file(rel)
-        with atomic_write(target) as tmp:
-            shutil.copyfile(source, tmp)
-        return {"file": rel, "sha256": sha256_file(target)}
+        """Replace ``policy``, ``calibration``, ``engines`` atomically: typed sections, their
+        JSON form, or None. The new manifest is validated before anything is written."""
+        updated = self.manifest.with_sections(**sections)
+        write_manifest(self.path, updated)
+        self.manifest = updated
 
 
-def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``root/wcx.json`` atomically (sorted keys off: the order above reads best)."""
-    write_text_atomic(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+def write_manifest(root: str | Path, manifest: Manifest) -> None:
+    """Write ``root/wcx.json`` atomically (sorted keys off: the section order reads best)."""
+    write_text_atomic(Path(root) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
-def new_manifest(members: Sequence[MemberSpec], provenance: dict[str, Any]) -> dict[str, Any]:
-    """A fresh manifest for ``members`` (no policy or calibration yet)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance,
-        "members": [asdict(m) for m in members],
-        "policy": None,
-        "calibration": None,
-        "engines": None,
-    }
+def new_manifest(members: Sequence[MemberSection], export: Mapping[str, Any]) -> Manifest:
+    """A fresh manifest for ``members`` (no policy, calibration or engines yet)."""
+    return Manifest(members=tuple(members), export=dict(export),
+                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 def write_bundle(
     path: str | Path,
-    members: Sequence[tuple[MemberSpec, Path]],
-    provenance: dict[str, Any],
+    members: Sequence[tuple[MemberSection, Path]],
+    export: Mapping[str, Any],
     *,
     extra_files: Sequence[tuple[str, Path]] = (),
     overwrite: bool = False,
 ) -> Bundle:
     """Create a bundle directory atomically from already-built member files.
 
-    ``members`` pairs each spec (whose ``file`` is the path inside the bundle) with the file to
+    ``members`` pairs each section (whose ``file`` is the path inside the bundle) with the file to
     copy there; ``sha256`` is recomputed from the copy. ``extra_files`` are ``(rel, source)``
-    pairs copied as they are (their references must already be in the specs). Either the whole
-    bundle appears or nothing does.
+    pairs copied as they are (their references must already be in the sections). ``export``
+    records how the members were made. Either the whole bundle appears or nothing does.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise BadInputError(f"{path} already exists (pass overwrite to replace it)")
-    specs: list[MemberSpec] = []
+    specs: list[MemberSection] = []
     with atomic_directory(path, overwrite=overwrite) as tmp:
         for spec, source in members:
             target = _inside(tmp, spec.file, where=str(path))
@@ -320,7 +225,7 @@ def write_bundle(
             target = _inside(tmp, rel, where=str(path))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-        write_manifest(tmp, new_manifest(specs, provenance))
+        write_manifest(tmp, new_manifest(specs, export))
     return Bundle.load(path)
 
 
@@ -332,13 +237,13 @@ def select_members(
     Files are copied and re-hashed; policy, calibration and engines are dropped (they were
     fitted for the old member set). Used to build a cascade from a model zoo.
     """
-    pairs: list[tuple[MemberSpec, Path]] = []
+    pairs: list[tuple[MemberSection, Path]] = []
     extra: list[tuple[str, Path]] = []
     for index in bundle.member_indices(names):
         spec = bundle.members[index]
-        pairs.append((replace(spec), bundle.file(spec.file)))
-        extra.extend((ref["file"], bundle.file(ref["file"])) for ref in _iter_file_refs(asdict(spec))
+        pairs.append((spec, bundle.file(spec.file)))
+        extra.extend((ref["file"], bundle.file(ref["file"])) for ref in _iter_file_refs(spec.to_dict())
                      if ref["file"] != spec.file)
-    provenance = dict(bundle.manifest.get("provenance", {}))
-    provenance["selected_from"] = {"bundle": str(bundle.path), "members": list(names)}
-    return write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)
+    export = dict(bundle.manifest.export)
+    export["selected_from"] = {"bundle": str(bundle.path), "members": list(names)}
+    return write_bundle(out, pairs, export, extra_files=extra, overwrite=overwrite)

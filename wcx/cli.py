@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,10 +29,35 @@ from rich.table import Table
 from wcx import __version__
 from wcx.errors import BadInputError, WcxError
 
+#: library parameter names -> the options that set them. The library's messages name its
+#: parameters; the command line shows its own options instead. Names with an underscore are
+#: replaced wherever they stand, single words only at the start of a message.
+_FLAGS = {
+    "batch_size": "--batch-size", "opt_batch": "--opt-batch", "max_batch": "--max-batch",
+    "workspace_mb": "--workspace-mb", "log_level": "--trt-log-level", "input_shape": "--input-shape",
+    "calib_data": "--calib-data", "eval_data": "--eval-data", "holdout_fraction": "--holdout",
+    "parity_samples": "--parity-samples", "fit_fraction": "--fit-fraction", "n_boot": "--n-boot",
+    "names": "--names", "precision": "--precision", "opset": "--opset", "mean": "--mean", "std": "--std",
+    "risk": "--risk", "delta": "--delta", "tpr": "--tpr", "eps": "--eps", "seed": "--seed",
+    "threads": "--threads", "widths": "--widths", "budget": "--budget", "repeats": "--repeats",
+    "warmup": "--warmup", "cost": "--cost",
+}
+
+
+def cli_message(message: str) -> str:
+    """A library message with its parameter names replaced by the command line's options."""
+    for name, flag in _FLAGS.items():
+        if "_" in name:
+            message = re.sub(rf"(?<![\w\-/.]){name}(?![\w\-])", flag, message)
+    first = re.match(r"^([a-z]+)(?=:| must| \()", message)
+    if first and first.group(1) in _FLAGS:
+        message = _FLAGS[first.group(1)] + message[first.end():]
+    return message
+
 
 def _render_error(exc: WcxError) -> None:
     # The message is escaped: text like wcx[tensorrt] must not be read as rich markup.
-    err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(cli_message(str(exc)))}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,7 +168,15 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
-_BACKEND_HELP = "Backend: auto, onnxruntime, torch or tensorrt (auto: the calibrated one if it can run here)."
+def _backend_help(*, auto: bool) -> str:
+    from wcx.runtime.backends import BACKEND_REGISTRY
+
+    names = ", ".join(BACKEND_REGISTRY.names())
+    if auto:
+        return (f"Backend: auto or one of {names} (auto: the calibrated one if it can run here, else the best "
+                "available).")
+    return (f"Backend that produces the logits: one of {names}. Calibrate on the deployment backend: precision "
+            "shifts scores.")
 
 
 # Options shared by several commands, declared once.
@@ -154,7 +188,7 @@ ThreadsOpt = Annotated[
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Refuse a backend/precision other than the calibrated one.")
 ]
-BackendOpt = Annotated[str, typer.Option("--backend", help=_BACKEND_HELP)]
+BackendOpt = Annotated[str, typer.Option("--backend", help=_backend_help(auto=True))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,25 +205,26 @@ def inspect(
     from wcx.bundle import Bundle
 
     b = Bundle.load(bundle)
-    table = Table(title=f"{b.path}  (schema {b.manifest['schema_version']})")
+    manifest = b.manifest
+    table = Table(title=f"{b.path}  (schema {manifest.schema_version})")
     for col in ("stage", "name", "precision", "file", "input", "classes", "MACs", "sha256"):
         table.add_column(col)
     for i, m in enumerate(b.members, start=1):
-        shape = "x".join("N" if d is None else str(d) for d in m.input_shape)
+        shape = "x".join(["N", *(str(d) for d in m.input.shape)])
         table.add_row(
-            str(i), m.name, m.precision, m.file, f"{m.input_name} {shape} {m.input_dtype}",
+            str(i), m.name, m.precision, m.file, f"{m.input.name} {shape} {m.input.dtype}",
             str(m.num_classes), f"{m.macs:,}", m.sha256[:12],
         )
     out.print(table)
-    policy = b.policy
-    if policy:
-        out.print(f"policy: {json.dumps(policy)}")
+    if b.policy is not None:
+        out.print(f"policy: {json.dumps(b.policy.to_dict())}")
     calib = b.calibration
-    if calib:
+    if calib is not None:
         keys = ("backend", "precision", "risk", "delta", "certified", "risk_upper_bound", "coverage")
-        out.print("calibration: " + ", ".join(f"{k}={calib.get(k)}" for k in keys if k in calib))
+        values = calib.to_dict()
+        out.print("calibration: " + ", ".join(f"{k}={values.get(k)}" for k in keys))
     if json_out:
-        write_json(json_out, b.manifest)
+        write_json(json_out, manifest.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,8 +381,8 @@ def export(
         from wcx.bundle import Bundle
         from wcx.export.tensorrt_engine import build_engines
 
-        result["engines"] = build_engines(Bundle.load(out_dir), opt_batch=opt_batch, max_batch=max_batch,
-                                          workspace_mb=workspace_mb)
+        result["engines"] = [r.to_dict() for r in build_engines(
+            Bundle.load(out_dir), opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb)]
         out.print(f"built {len(result['engines'])} TensorRT engines into {out_dir}/engines")
     if json_out:
         write_json(json_out, result)
@@ -463,10 +498,7 @@ def calibrate(
         Path | None, typer.Option("--test", help="Test .npz (or logits .npz with --logits) measured with the "
                                   "fitted thresholds, never re-fitted.")
     ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="Backend that produces the logits: onnxruntime (default), torch "
-                          "or tensorrt. Calibrate on the deployment backend: precision shifts scores.")
-    ] = "onnxruntime",
+    backend: Annotated[str, typer.Option("--backend", help=_backend_help(auto=False))] = "onnxruntime",
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write plots (risk-coverage, cost vs coverage) to this dir.")
@@ -480,12 +512,7 @@ def calibrate(
     threshold can be certified (the JSON is still written), 2 for bad input.
     """
     from wcx.calibration.calibrator import CascadeCalibrator
-    from wcx.calibration.held_out import (
-        calibrate_bundle,
-        latency_costs,
-        load_dataset_for,
-        load_logits,
-    )
+    from wcx.calibration.held_out import calibrate_bundle, calibrate_logits, latency_costs, load_dataset_for
 
     if (bundle is None) == (logits is None):
         raise BadInputError("give either a BUNDLE (with --data) or --logits LOGITS.npz")
@@ -502,41 +529,30 @@ def calibrate(
         task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
         budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
     )
-    labels_needed = task == "selective"
+    needs_labels = calibrator.target.needs_labels
     if logits is not None:
-        cal = load_logits(logits, require_labels=labels_needed)
-        macs = cal.macs
-        costs = macs if (cost == "macs" and macs is not None) else None
-        if cost == "latency":
-            raise BadInputError("--cost latency needs a bundle (member names to match the bench rows)")
-        calibrator.fit(cal.logits, cal.y, member_costs=costs, member_macs=macs)
-        test_report = None
-        if test is not None:
-            t = load_logits(test, require_labels=labels_needed)
-            test_report = calibrator.evaluate(t.logits, t.y)
-        result = calibrator.report_dict(test=test_report)
-        result["backend"] = None
-        result["manifest_written"] = False
-        fit_logits, fit_y = cal.logits, cal.y
+        fitted = calibrate_logits(logits, calibrator, test=test)
+        result, fit_logits, fit_y = fitted.report, fitted.logits, fitted.labels
     else:
         from wcx.bundle import Bundle
 
         if data is None:
             raise BadInputError("--data VAL.npz is required with a BUNDLE")
+        assert bundle is not None
         b = Bundle.load(bundle)
-        ds = load_dataset_for(b, data, require_labels=labels_needed)
-        test_ds = load_dataset_for(b, test, require_labels=labels_needed) if test else None
+        ds = load_dataset_for(b, data, require_labels=needs_labels)
+        test_ds = load_dataset_for(b, test, require_labels=needs_labels) if test else None
         ood_ds = load_dataset_for(b, ood_data, require_labels=False) if ood_data else None
         member_costs = None
         if cost == "latency":
+            assert bench is not None
             member_costs = latency_costs(_read_json(bench), [m.name for m in b.members])
         with _progress("running members on held-out data") as advance:
             done = calibrate_bundle(
                 b, ds, calibrator, backend=backend, threads=threads, member_costs=member_costs,
                 test=test_ds, ood=ood_ds, progress=advance,
             )
-        result = done.report
-        fit_logits, fit_y = done.logits, done.labels
+        result, fit_logits, fit_y = done.report, done.logits, done.labels
     if report is not None:
         from wcx.calibration.report import write_report
 
@@ -649,8 +665,9 @@ def bench_command(
     sizes = parse_int_list(batch_size, option="--batch-size")
     b = Bundle.load(bundle)
     ds = load_npz(data, sample_shape=b.sample_shape)
-    rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
-                     strict=strict)
+    with _progress("benchmark") as advance:
+        rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
+                         strict=strict, progress=advance)
     # a light box and no wrapping: the whole table (member names included) fits 80 columns; on a
     # narrower terminal the config column keeps its full width (min_width) and the others give way
     table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})", box=box.SIMPLE_HEAD,
@@ -713,15 +730,14 @@ def build_engines_command(
     for col in ("member", "precision", "file", "profile (min/opt/max batch)", "TensorRT", "GPU", "sha256"):
         table.add_column(col)
     for rec in records:
-        prof = rec["profile"]
+        prof = rec.profile
         table.add_row(
-            rec["member"], rec["precision"], rec["file"],
-            f"{prof['min'][0]}/{prof['opt'][0]}/{prof['max'][0]}", rec["tensorrt_version"],
-            f"{rec['gpu_name']} (sm {rec['compute_capability']})", rec["sha256"][:12],
+            rec.member, str(rec.precision), rec.file, f"{prof['min'][0]}/{prof['opt'][0]}/{prof['max'][0]}",
+            rec.tensorrt_version, f"{rec.gpu_name} (sm {rec.compute_capability})", rec.sha256[:12],
         )
     out.print(table)
     if json_out:
-        write_json(json_out, records)
+        write_json(json_out, [r.to_dict() for r in records])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,11 @@ maps to (method.md section 7):
 * ``BadInputError`` -> exit 2: bad input or options (a missing or corrupt file, bad values, data
   too small, an engine built for another GPU or TensorRT version, a missing optional dependency).
 * ``WorkFailedError`` -> exit 1: the work itself failed or could not deliver what was asked (a
-  parity check failed, no certificate, an engine build failed).
+  parity check failed, no certificate, an engine build failed, a backend failed on valid input).
+
+``UsageError`` is different: the library was called in a way it does not support (a runner used
+before ``activate``, a closed cascade, an attribute read before ``fit``). That is a bug in the
+calling code, not a condition of the data, so it is not a ``WcxError`` and has no exit code.
 """
 
 from __future__ import annotations
@@ -35,8 +39,12 @@ class WorkFailedError(WcxError, RuntimeError):
     """The work itself failed or could not deliver what was asked (exit 1)."""
 
 
-class NotFittedError(WcxError, AttributeError):
-    """A fitted object was used before ``fit`` (exit 1)."""
+class UsageError(RuntimeError):
+    """The library was used in a way it does not support (a programming error; no exit code)."""
+
+
+class NotFittedError(UsageError, AttributeError):
+    """A fitted object was used before ``fit``."""
 
 
 def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:

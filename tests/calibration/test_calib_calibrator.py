@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from wcx.calibration.calibrator import CascadeCalibrator
-from wcx.calibration.policy import AllPolicy, WindowPolicy, policy_from_dict, simulate_cascade
-from wcx.calibration.scores import stage_outputs
+from wcx.calibration.simulator import simulate_cascade
+from wcx.calibration.targets import InDistributionTPR, SelectiveRisk
 from wcx.calibration.window import (
     pareto_front,
     quantile_band,
@@ -19,6 +19,8 @@ from wcx.calibration.window import (
     thresholds_for_budget,
     windows_for_widths,
 )
+from wcx.core.policy import AllPolicy, WindowPolicy, policy_from_dict
+from wcx.core.scores import stage_outputs
 from wcx.errors import BadInputError, NotFittedError, WorkFailedError
 
 
@@ -48,7 +50,7 @@ def test_quantile_band_hand_computed() -> None:
 def test_reference_band_passes_about_twenty_percent(data) -> None:  # noqa: ANN001
     z, y = data
     s, p = stage_outputs(z)
-    search = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1.0, 1.0], fixed_widths=(0.1, 0.1))
+    search = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1.0, 1.0], fixed_widths=(0.1, 0.1))
     assert search.best == search.reference
     assert 0.19 <= search.reference.pass_fraction[1] <= 0.21
     assert search.best.expected_cost == pytest.approx(1.0 + search.best.pass_fraction[1])
@@ -58,7 +60,7 @@ def test_search_picks_cheapest_feasible_point(data) -> None:  # noqa: ANN001
     z, y = data
     s, p = stage_outputs(z)
     costs = np.array([3.0, 5.0])
-    search = search_windows(s, p, y, task="selective", target=0.05, member_costs=costs, eps=0.005)
+    search = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=costs, eps=0.005)
     feasible = [q for q in search.curve if q.feasible]
     assert search.best.feasible
     assert search.best.expected_cost == min(q.expected_cost for q in feasible)
@@ -71,7 +73,7 @@ def test_search_picks_cheapest_feasible_point(data) -> None:  # noqa: ANN001
     widest = [q for q in search.curve if q.widths == ((1.0, 1.0),)][0]
     assert widest.pass_fraction == (1.0, 1.0) and widest.gap == pytest.approx(0.0)
     # a looser tolerance can only make the cascade cheaper
-    loose = search_windows(s, p, y, task="selective", target=0.05, member_costs=costs, eps=0.05)
+    loose = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=costs, eps=0.05)
     assert loose.best.expected_cost <= search.best.expected_cost
 
 
@@ -81,8 +83,8 @@ def test_noise_aware_rule_only_removes_points(data) -> None:  # noqa: ANN001
     z, y = data
     s, p = stage_outputs(z[:, :800])
     y = y[:800]
-    plain = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=0)
-    noisy = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=50, seed=3)
+    plain = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1, 1], n_boot=0)
+    noisy = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1, 1], n_boot=50, seed=3)
     assert all(q.gap_se == 0.0 for q in plain.curve)
     assert noisy.best.expected_cost >= plain.best.expected_cost
     assert noisy.best.gap + noisy.best.gap_se <= 0.005 + 1e-12
@@ -91,16 +93,16 @@ def test_noise_aware_rule_only_removes_points(data) -> None:  # noqa: ANN001
     assert any(q.gap_se > 0 for q in noisy.curve)
     assert [q.gap_se for q in noisy.curve if q.widths == ((1.0, 1.0),)] == [0.0]
     # same seed, same search
-    again = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=50, seed=3)
+    again = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1, 1], n_boot=50, seed=3)
     assert again.best == noisy.best
     with pytest.raises(BadInputError, match="n_boot"):
-        search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1], n_boot=-1)
+        search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1, 1], n_boot=-1)
 
 
 def test_noise_aware_rule_ood() -> None:
     z, _ = make_logits(4, 1000)
     s, p = stage_outputs(z, "neg_energy")
-    search = search_windows(s, p, None, task="ood", target=0.95, member_costs=[1, 1], eps=0.01, n_boot=50)
+    search = search_windows(s, p, None, target=InDistributionTPR(0.95), member_costs=[1, 1], eps=0.01, n_boot=50)
     assert search.best.feasible and search.best.gap + search.best.gap_se <= 0.01 + 1e-12
     assert any(q.gap_se > 0 for q in search.curve)
 
@@ -108,7 +110,7 @@ def test_noise_aware_rule_ood() -> None:
 def test_three_stage_search_and_threshold_budget() -> None:
     z, y = make_logits(1, 2000, members=3)
     s, p = stage_outputs(z)
-    search = search_windows(s, p, y, task="selective", target=0.05, member_costs=[1, 1, 1], eps=0.01)
+    search = search_windows(s, p, y, target=SelectiveRisk(0.05), member_costs=[1, 1, 1], eps=0.01)
     assert len(search.best.windows) == 2 and search.best.feasible
     pf = search.best.pass_fraction
     assert pf[0] == 1.0 and pf[0] >= pf[1] >= pf[2]

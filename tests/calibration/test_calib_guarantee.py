@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from wcx.calibration.calibrator import CascadeCalibrator
-from wcx.calibration.policy import simulate_from_stages
-from wcx.calibration.scores import stage_outputs
+from wcx.calibration.simulator import simulate_from_stages
+from wcx.core.scores import stage_outputs
 
 RISK, DELTA = 0.05, 0.1
 GRID = (0.0, 0.1, 0.3, 1.0)  # a small width grid keeps 1000 full fits fast

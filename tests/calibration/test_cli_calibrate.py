@@ -64,7 +64,7 @@ def test_calibrate_from_logits_writes_the_json(logits_files, tmp_path: Path) -> 
         (["--delta", "2"], "delta"),
         (["--policy", "bogus"], "policy"),
         (["--score", "bogus"], "score"),
-        (["--n-boot", "-1"], "n_boot"),
+        (["--n-boot", "-1"], "--n-boot must be"),  # the library's parameter name, shown as the option
     ],
 )
 def test_bad_options_exit_2(logits_files, args, message) -> None:
@@ -122,10 +122,12 @@ def test_calibrate_bundle_writes_policy_and_calibration(mlp_bundle: Bundle, copy
                               "--report", str(tmp_path / "plots")])
     assert res.exit_code == 0, res.output
     reloaded = Bundle.load(b.path)
-    assert reloaded.policy["kind"] == "window"
-    assert reloaded.policy["tau"] == pytest.approx(json.loads(out.read_text())["tau"])
-    assert reloaded.calibration["backend"] == "onnxruntime"
-    assert reloaded.calibration["precision"] == "fp32"
+    assert reloaded.policy is not None and reloaded.calibration is not None
+    assert reloaded.policy.policy.kind == "window"
+    assert reloaded.policy.tau == pytest.approx(json.loads(out.read_text())["tau"])
+    assert reloaded.calibration.backend == "onnxruntime"
+    assert reloaded.calibration.precision == "fp32"
+    assert reloaded.calibration.provenance.members[0].onnx_sha256 == reloaded.members[0].sha256
     assert list((b.path / "cache").glob("logits-*.npy")), "held-out logits are cached in the bundle"
     assert (tmp_path / "plots" / "risk_coverage.png").is_file()
 

@@ -11,12 +11,12 @@ from wcx.errors import BadInputError
 
 def test_manifest_records_members(mlp_bundle: Bundle) -> None:
     data = json.loads((mlp_bundle.path / MANIFEST_NAME).read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert [m["name"] for m in data["members"]] == ["m0", "m1"]
     for m in data["members"]:
-        assert m["input_shape"][0] is None
+        assert m["input"]["shape"] == [1, 8, 8]
         assert len(m["sha256"]) == 64
-        assert m["preprocess"] == {"mean": [0.5], "std": [0.25]}
+        assert (m["input"]["mean"], m["input"]["std"]) == ([0.5], [0.25])
     assert mlp_bundle.sample_shape == (1, 8, 8)
     assert mlp_bundle.num_classes == 4
 
@@ -64,8 +64,12 @@ def test_paths_outside_the_bundle_are_refused(mlp_bundle: Bundle, copy_bundle) -
 def test_update_sections_is_atomic_and_persisted(mlp_bundle: Bundle, copy_bundle) -> None:
     b = copy_bundle(mlp_bundle)
     b.update_sections(policy={"kind": "all", "tau": 0.5})
-    assert Bundle.load(b.path).policy == {"kind": "all", "tau": 0.5}
+    policy = Bundle.load(b.path).policy
+    assert policy is not None and policy.policy.kind == "all" and policy.tau == 0.5
     assert not list(b.path.glob(".*.tmp"))
+    with pytest.raises(BadInputError, match="outside the range"):  # validated before writing
+        b.update_sections(policy={"kind": "all", "score": "msp", "tau": 3.0})
+    assert Bundle.load(b.path).policy == policy
 
 
 def test_failed_write_leaves_nothing(mlp_bundle: Bundle, tmp_path) -> None:

@@ -33,11 +33,11 @@ def test_manifest_records_everything(fp32_mixed) -> None:
     assert [m.name for m in b.members] == ["digits_cnn", "traced_small", "wide"]  # order kept
     assert [r.kind for r in report.members] == ["callable", "torchscript", "onnx"]
     for m in b.members:
-        assert m.input_shape == [None, 1, 8, 8] and m.input_dtype == "float32" and m.precision == "fp32"
+        assert m.input.shape == (1, 8, 8) and m.input.dtype == "float32" and m.precision == "fp32"
         assert m.num_classes == 10 and m.macs > 0
-        assert m.preprocess == {"mean": [0.30], "std": [0.38]}
+        assert (m.input.mean, m.input.std) == ((0.30,), (0.38,))
         assert m.export_report["checks"]["fp32"]["passed"] is True
-    prov = b.manifest["provenance"]
+    prov = b.manifest.export
     assert prov["torch"] == torch.__version__ and prov["onnx"] == onnx.__version__
     assert prov["wcx"] and prov["onnxruntime"]
     opts = prov["export_options"]
@@ -51,12 +51,12 @@ def test_torch_source_only_for_callables_and_rebuilds(fp32_mixed, digits_files) 
 
     b = fp32_mixed.bundle
     src = b.members[0].torch_source
-    assert src["callable"] == "tests.export.models:digits_cnn"
-    assert src["file"] == "members/digits_cnn.safetensors"
-    assert src["sha256"] == sha256_file(b.file(src["file"]))
+    assert src is not None and src.callable == "tests.export.models:digits_cnn"
+    assert src.file == "members/digits_cnn.safetensors"
+    assert src.sha256 == sha256_file(b.file(src.file))
     assert b.members[1].torch_source is None and b.members[2].torch_source is None
     model = M.small_cnn()  # same architecture, other weights: the saved ones must take over
-    model.load_state_dict(load_file(str(b.file(src["file"]))))
+    model.load_state_dict(load_file(str(b.file(src.file))))
     x = preprocess(digits_files.x_eval[:50], M.MEAN, M.STD)
     with torch.no_grad():
         eager = model(torch.from_numpy(x)).numpy()
@@ -178,7 +178,7 @@ def test_existing_out_and_overwrite(tmp_path: Path, model_files) -> None:
     [
         ({"precision": "int4"}, "not one of"),
         ({"input_shape": (1, 8)}, "three positive integers"),
-        ({"precision": "int8"}, "needs --calib-data"),
+        ({"precision": "int8"}, "needs calib_data"),
         ({"names": ["a", "b"]}, "2 names for 1 models"),
         ({"names": ["../x"]}, "not a valid member name"),
         ({"mean": [0.1, 0.2]}, "expected 1 or 1 values"),

@@ -1,5 +1,5 @@
-"""The TensorRT engine logic that needs no GPU: profiles, chunking, compatibility decisions,
-manifest engine records, the refusals without TensorRT, and ``wcx build-engines``'s exit code.
+"""The TensorRT engine logic that needs no GPU: profiles, compatibility decisions, manifest engine
+records, the refusals without TensorRT, and ``wcx build-engines``'s exit code.
 
 ``build_engines`` itself is driven here with a small *fake* ``tensorrt`` module that follows the
 documented TensorRT 10/11 Python API and refuses what wcx must never do (EXPLICIT_BATCH or any
@@ -10,6 +10,7 @@ and the names used are checked against the real bindings in tests/contract.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -22,15 +23,14 @@ from typer.testing import CliRunner
 
 from tests.bundle_factory import make_mlp_bundle
 from wcx.bundle import Bundle
+from wcx.core.manifest import EngineRecord, EnginesSection
 from wcx.errors import BadInputError, MissingDependencyError, WorkFailedError
 from wcx.export import engine_compat, tensorrt_engine
 from wcx.export.engine_compat import (
     check_engine_compatible,
-    chunk_ranges,
     engine_record_for,
     make_engine_record,
     normalize_compute_capability,
-    profile_max_batch,
     profile_shapes,
     tensorrt_available,
     validate_batch_sizes,
@@ -47,12 +47,11 @@ def _record(**over):
         profile={"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]},
         build_options={"opt_batch": 8, "max_batch": 64, "workspace_mb": None, "strongly_typed": True},
     )
-    rec.update(over)
-    return rec
+    return dataclasses.replace(rec, **over)
 
 
 # -------------------------------------------------------------------------------------------
-# profiles and chunking
+# profiles
 # -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_dim", [-1, None, "N", "batch"])
 def test_profile_shapes_take_other_dims_from_the_onnx_input(batch_dim) -> None:
@@ -77,11 +76,11 @@ def test_profile_shapes_refuse_a_fixed_batch_and_a_missing_batch_dim() -> None:
 
 
 @pytest.mark.parametrize(("opt", "mx", "match"), [
-    (0, 4, "--opt-batch: must be at least 1"),
-    (2, 0, "--max-batch: must be at least 1"),
-    (8, 4, r"--opt-batch \(8\) must not exceed --max-batch \(4\)"),
-    (1.5, 4, "--opt-batch: expected an integer"),
-    (True, 4, "--opt-batch: expected an integer"),
+    (0, 4, "opt_batch: must be at least 1"),
+    (2, 0, "max_batch: must be at least 1"),
+    (8, 4, r"opt_batch \(8\) must not exceed max_batch \(4\)"),
+    (1.5, 4, "opt_batch: expected an integer"),
+    (True, 4, "opt_batch: expected an integer"),
 ])
 def test_batch_sizes_are_validated(opt, mx, match) -> None:
     with pytest.raises(BadInputError, match=match):
@@ -93,50 +92,23 @@ def test_batch_sizes_accept_equal_opt_and_max() -> None:
     validate_batch_sizes(32, 32)
 
 
-@pytest.mark.parametrize(("n", "mx", "expected"), [
-    (0, 4, []),
-    (1, 4, [(0, 1)]),
-    (4, 4, [(0, 4)]),
-    (5, 4, [(0, 4), (4, 5)]),
-    (10, 3, [(0, 3), (3, 6), (6, 9), (9, 10)]),
-    (7, 1, [(i, i + 1) for i in range(7)]),
-])
-def test_chunk_ranges(n, mx, expected) -> None:
-    assert chunk_ranges(n, mx) == expected
-
-
-def test_chunk_ranges_cover_every_row_once() -> None:
-    for n in range(0, 70):
-        for mx in (1, 2, 7, 64):
-            chunks = chunk_ranges(n, mx)
-            rows = [r for a, b in chunks for r in range(a, b)]
-            assert rows == list(range(n))
-            assert all(0 < b - a <= mx for a, b in chunks)
-
-
-def test_chunk_ranges_refuse_bad_arguments() -> None:
-    with pytest.raises(ValueError):
-        chunk_ranges(-1, 4)
-    with pytest.raises(ValueError):
-        chunk_ranges(4, 0)
-
-
 def test_profile_max_batch() -> None:
-    assert profile_max_batch(_record()) == 64
-    with pytest.raises(BadInputError, match="no valid profile.*wcx build-engines"):
-        profile_max_batch({"member": "m0"})
+    assert _record().max_batch == 64
+    broken = {k: v for k, v in _record().to_dict().items() if k != "profile"}
+    with pytest.raises(BadInputError, match="profile"):
+        EngineRecord.from_dict(broken, where="engines")
 
 
 # -------------------------------------------------------------------------------------------
 # compatibility decisions and messages
 # -------------------------------------------------------------------------------------------
 def test_engine_record_layout() -> None:
-    rec = _record()
+    rec = _record().to_dict()
     assert set(rec) == {"member", "file", "sha256", "tensorrt_version", "gpu_name", "compute_capability",
                         "onnx_sha256", "precision", "input_name", "output_name", "build_options", "profile"}
     assert rec["compute_capability"] == "8.7"
     assert rec["profile"] == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
-    json.dumps(rec)  # JSON-serialisable as it is
+    assert EngineRecord.from_dict(json.loads(json.dumps(rec)), where="engines") == _record()
 
 
 @pytest.mark.parametrize("value", [(8, 7), [8, 7], "8.7", "sm_87", " 8.7 "])
@@ -191,15 +163,17 @@ def test_other_gpu_name_same_architecture_only_warns(caplog) -> None:
     assert "built on Orin and runs on Orin NX" in caplog.text
 
 
-def test_engine_record_for_missing_engines_says_how_to_build() -> None:
+def test_engine_record_for_missing_engines_says_how_to_build(mlp_bundle) -> None:
+    manifest = mlp_bundle.manifest
     with pytest.raises(BadInputError, match="no TensorRT engine for member 'm0'.*wcx build-engines /b"):
-        engine_record_for({"engines": None}, "m0", bundle_path="/b")
+        engine_record_for(manifest, "m0", bundle_path="/b")
+    with_engine = manifest.with_sections(engines=EnginesSection(members={"m0": _record()}))
     with pytest.raises(BadInputError, match="no TensorRT engine for member 'm1'"):
-        engine_record_for({"engines": {"members": {"m0": _record()}}}, "m1")
-    broken = {k: v for k, v in _record().items() if k != "onnx_sha256"}
-    with pytest.raises(BadInputError, match="lacks onnx_sha256"):
-        engine_record_for({"engines": {"members": {"m0": broken}}}, "m0")
-    assert engine_record_for({"engines": {"members": {"m0": _record()}}}, "m0")["file"] == "engines/m0.engine"
+        engine_record_for(with_engine, "m1")
+    broken = {k: v for k, v in _record().to_dict().items() if k != "onnx_sha256"}
+    with pytest.raises(BadInputError, match="onnx_sha256"):
+        manifest.with_sections(engines={"members": {"m0": broken}})
+    assert engine_record_for(with_engine, "m0").file == "engines/m0.engine"
 
 
 # -------------------------------------------------------------------------------------------
@@ -240,11 +214,11 @@ def test_build_engines_without_tensorrt(no_tensorrt, mlp_bundle) -> None:
 
 
 def test_build_engines_validates_options_before_importing_tensorrt(no_tensorrt, mlp_bundle) -> None:
-    with pytest.raises(BadInputError, match="--opt-batch"):
+    with pytest.raises(BadInputError, match="opt_batch"):
         tensorrt_engine.build_engines(mlp_bundle, opt_batch=32, max_batch=16)
-    with pytest.raises(BadInputError, match="--workspace-mb"):
+    with pytest.raises(BadInputError, match="workspace_mb"):
         tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, workspace_mb=0)
-    with pytest.raises(BadInputError, match="--trt-log-level"):
+    with pytest.raises(BadInputError, match="log_level"):
         tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, log_level="loud")
     with pytest.raises(BadInputError, match="no member named zz"):
         tensorrt_engine.build_engines(mlp_bundle, opt_batch=1, max_batch=16, members=["zz"])
@@ -450,25 +424,25 @@ def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
     trt = fake_trt()
     bundle = make_mlp_bundle(tmp_path)
     records = tensorrt_engine.build_engines(bundle, opt_batch=8, max_batch=64, workspace_mb=256)
-    assert [r["member"] for r in records] == ["m0", "m1"]
+    assert [r.member for r in records] == ["m0", "m1"]
     builds = [e for e in trt.events if e[0] == "build"]
     assert builds[0] == ("build", ("input", (1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8)), (0, 256 << 20))
 
     reloaded = Bundle.load(bundle.path)  # every engine file is hash-verified on load
-    section = reloaded.manifest["engines"]
-    assert section["backend"] == "tensorrt"
-    assert list(section["members"]) == ["m0", "m1"]
-    rec = section["members"]["m0"]
+    section = reloaded.engines
+    assert section is not None and section.backend == "tensorrt"
+    assert list(section.members) == ["m0", "m1"]
+    rec = section.members["m0"]
     assert rec == records[0]
-    assert rec["file"] == "engines/m0.engine"
+    assert rec.file == "engines/m0.engine"
     assert (bundle.path / "engines/m0.engine").read_bytes().startswith(b"ENGINE:input:")
-    assert rec["onnx_sha256"] == reloaded.members[0].sha256
-    assert rec["tensorrt_version"] == "10.3.0.30"
-    assert (rec["gpu_name"], rec["compute_capability"]) == ("Orin", "8.7")
-    assert rec["profile"] == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
-    assert rec["build_options"] == {"opt_batch": 8, "max_batch": 64, "workspace_mb": 256,
-                                    "strongly_typed": True, "timing_cache": True}
-    assert section["timing_cache"]["file"] == "engines/timing.cache"
+    assert rec.onnx_sha256 == reloaded.members[0].sha256
+    assert rec.tensorrt_version == "10.3.0.30"
+    assert (rec.gpu_name, rec.compute_capability) == ("Orin", "8.7")
+    assert rec.profile == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
+    assert rec.build_options == {"opt_batch": 8, "max_batch": 64, "workspace_mb": 256,
+                                 "strongly_typed": True, "timing_cache": True}
+    assert section.timing_cache is not None and section.timing_cache.file == "engines/timing.cache"
     assert (bundle.path / "engines/timing.cache").read_bytes() == b"+"
     assert not list((bundle.path / "engines").glob(".*.tmp"))
     check_engine_compatible(rec, trt_version="10.3.0.30", gpu_name="Orin", compute_capability=(8, 7),
@@ -478,9 +452,9 @@ def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
     trt.events.clear()
     tensorrt_engine.build_engines(reloaded, opt_batch=4, max_batch=32, members=["m1"])
     assert ("create_timing_cache", b"+") in trt.events
-    again = Bundle.load(bundle.path).manifest["engines"]["members"]
-    assert again["m0"] == rec
-    assert again["m1"]["profile"]["max"] == [32, 1, 8, 8]
+    again = Bundle.load(bundle.path).engines
+    assert again is not None and again.members["m0"] == rec
+    assert again.members["m1"].profile["max"] == [32, 1, 8, 8]
 
 
 def test_timing_cache_from_another_tensorrt_is_not_reused(fake_trt, tmp_path) -> None:
@@ -491,7 +465,9 @@ def test_timing_cache_from_another_tensorrt_is_not_reused(fake_trt, tmp_path) ->
     trt.events.clear()
     tensorrt_engine.build_engines(Bundle.load(bundle.path), opt_batch=1, max_batch=4)
     assert ("create_timing_cache", b"") in trt.events
-    assert Bundle.load(bundle.path).manifest["engines"]["timing_cache"]["tensorrt_version"] == "11.4.0.106"
+    engines = Bundle.load(bundle.path).engines
+    assert engines is not None and engines.timing_cache is not None
+    assert engines.timing_cache.tensorrt_version == "11.4.0.106"
 
 
 def test_failed_build_leaves_the_bundle_as_it_was(fake_trt, tmp_path) -> None:
@@ -575,7 +551,8 @@ def test_build_engines_refuses_int32_bias_qdq_before_tensorrt(fake_trt, tmp_path
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from tests.bundle_factory import make_mlp_onnx
-    from wcx.bundle import MemberSpec, write_bundle
+    from wcx.bundle import write_bundle
+    from wcx.core.manifest import InputSection, MemberSection
 
     src = make_mlp_onnx(tmp_path / "m.onnx")
 
@@ -589,9 +566,9 @@ def test_build_engines_refuses_int32_bias_qdq_before_tensorrt(fake_trt, tmp_path
     quantize_static(str(src), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})  # biases: INT32
-    spec = MemberSpec(name="m0", file="members/m0.onnx", sha256="", precision="int8", input_name="input",
-                      input_shape=[None, 1, 8, 8], input_dtype="float32", output_name="logits",
-                      num_classes=4, macs=1, preprocess={"mean": [0.0], "std": [1.0]})
+    spec = MemberSection(name="m0", file="members/m0.onnx", sha256="0" * 64, precision="int8",
+                         input=InputSection(name="input", shape=(1, 8, 8), mean=(0.0,), std=(1.0,)),
+                         output_name="logits", num_classes=4, macs=1)
     bundle = write_bundle(tmp_path / "b", [(spec, tmp_path / "q.onnx")], {"wcx": "test"})
     trt = fake_trt()
     with pytest.raises(BadInputError, match="INT32.*QuantizeBias False"):

@@ -1,7 +1,9 @@
-"""Fixtures of the runtime tests: bundles with hand-written policies."""
+"""Fixtures of the runtime tests: bundles with hand-written policies and calibrations."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +11,36 @@ import numpy as np
 import pytest
 
 from wcx.bundle import Bundle
+from wcx.core.manifest import CalibrationSection
+from wcx.core.provenance import Provenance
+from wcx.runtime.backends import create_runners, provenance_of
 
 WINDOW_POLICY = {"kind": "window", "task": "selective", "score": "msp", "windows": [[0.45, 0.85]], "tau": 0.7}
-ORT_FP32 = {"backend": "onnxruntime", "precision": "fp32"}
+
+
+def calibration_for(bundle: Bundle, backend: str = "onnxruntime", *, record_backend: str | None = None,
+                    precision: str | None = None, **options: Any) -> CalibrationSection:
+    """A calibration section whose provenance is what ``backend`` produces for ``bundle`` here,
+    optionally recorded as another backend or precision (to provoke a mismatch)."""
+    provenance = provenance_of(create_runners(bundle, backend, **options), backend)
+    if precision is not None:
+        members = tuple(dataclasses.replace(m, precision=precision) for m in provenance.members)
+        provenance = Provenance(provenance.backend, members, provenance.info)
+    if record_backend is not None:
+        provenance = Provenance(record_backend, provenance.members, provenance.info)
+    return CalibrationSection(provenance=provenance, task="selective", score="msp", policy="window", risk=0.05,
+                              mode="empirical", certified=False,
+                              pass_fraction=(1.0,) + (0.5,) * (len(bundle.members) - 1))
 
 
 def with_policy(bundle: Bundle, dest: Path, policy: dict[str, Any] | None = None,
-                calibration: dict[str, Any] | None = ORT_FP32) -> Bundle:
-    """Copy ``bundle`` to ``dest`` and set its policy and calibration sections."""
-    import shutil
-
+                calibration: CalibrationSection | str | None = "onnxruntime") -> Bundle:
+    """Copy ``bundle`` to ``dest`` and set its policy and calibration (by default: calibrated on
+    onnxruntime, as this machine runs it)."""
     shutil.copytree(bundle.path, dest)
     b = Bundle.load(dest)
+    if isinstance(calibration, str):
+        calibration = calibration_for(b, calibration)
     b.update_sections(policy=policy or WINDOW_POLICY, calibration=calibration)
     return b
 

@@ -8,13 +8,16 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.runtime.conftest import with_policy
+from tests.runtime.conftest import calibration_for, with_policy
 from wcx import Cascade
 from wcx.bundle import Bundle
-from wcx.errors import BadInputError, WcxError
+from wcx.calibration.simulator import simulate_cascade
+from wcx.core.policy import policy_from_dict
+from wcx.core.preprocess import Preprocessor
+from wcx.core.scores import stage_scores
+from wcx.errors import BadInputError, UsageError
 from wcx.runtime.cascade import CalibrationMismatchWarning, prediction_metrics
 from wcx.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from wcx.runtime.preprocess import Preprocessor
 from wcx.runtime.runner import LOGITS
 
 
@@ -63,7 +66,7 @@ def test_no_policy_is_refused_unless_explicit(mlp_bundle: Bundle, xbatch: np.nda
         assert (out.exit_stage == 2).all() and out.accept.all() and c.tau is None
     with Cascade.load(mlp_bundle, policy="none") as c:
         assert (c(xbatch).exit_stage == 1).all()
-    with Cascade.load(mlp_bundle, policy={"kind": "threshold", "thresholds": [0.6], "tau": 0.5,
+    with Cascade.load(mlp_bundle, policy={"kind": "threshold", "thresholds": [-0.6], "tau": -0.5,
                                           "score": "neg_entropy"}) as c:
         assert c.score_name == "neg_entropy"
     with pytest.raises(BadInputError):
@@ -72,12 +75,23 @@ def test_no_policy_is_refused_unless_explicit(mlp_bundle: Bundle, xbatch: np.nda
         Cascade.load(mlp_bundle, policy={"kind": "all", "tau": "high"})
     with pytest.raises(BadInputError, match="valid backends"):
         Cascade.load(mlp_bundle, "cuda", policy="all")
+    with pytest.raises(BadInputError, match="inverted"):
+        Cascade.load(mlp_bundle, policy={"kind": "window", "windows": [[0.9, 0.1]], "tau": 0.5})
+    with pytest.raises(BadInputError, match="range"):
+        Cascade.load(mlp_bundle, policy={"kind": "all", "score": "msp", "tau": 3.0})
+    with pytest.raises(BadInputError, match="valid tasks"):
+        Cascade.load(mlp_bundle, policy={"kind": "all", "task": "detect", "tau": 0.5})
 
 
-def test_calibration_mismatch_warns_or_refuses(mlp_bundle: Bundle, tmp_path) -> None:
-    b = with_policy(mlp_bundle, tmp_path / "b", calibration={"backend": "onnxruntime", "precision": "int8"})
-    with pytest.warns(CalibrationMismatchWarning, match="onnxruntime/int8"):
+def test_calibration_mismatch_warns_once_or_refuses(mlp_bundle: Bundle, tmp_path) -> None:
+    b = with_policy(mlp_bundle, tmp_path / "b", calibration=calibration_for(mlp_bundle, precision="int8"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         Cascade.load(b, "onnxruntime").close()
+    mismatches = [w for w in caught if issubclass(w.category, CalibrationMismatchWarning)]
+    assert len(mismatches) == 1
+    assert "member m0: precision int8 -> fp32" in str(mismatches[0].message)
+    assert "member m1: precision int8 -> fp32" in str(mismatches[0].message)
     with pytest.raises(BadInputError, match="strict"):
         Cascade.load(b, "onnxruntime", strict=True)
     # matching calibration: silent
@@ -88,7 +102,7 @@ def test_calibration_mismatch_warns_or_refuses(mlp_bundle: Bundle, tmp_path) -> 
 
 
 def test_auto_respects_the_calibrated_backend(mlp_bundle: Bundle, tmp_path) -> None:
-    b = with_policy(mlp_bundle, tmp_path / "b", calibration={"backend": "tensorrt", "precision": "fp16"})
+    b = with_policy(mlp_bundle, tmp_path / "b", calibration=calibration_for(mlp_bundle, record_backend="tensorrt"))
     with pytest.raises(BadInputError, match="tensorrt"):
         Cascade.load(b, "auto", strict=True)
     with pytest.warns(CalibrationMismatchWarning):
@@ -113,7 +127,7 @@ def test_close_and_context(policy_bundle: Bundle, xbatch: np.ndarray) -> None:
     c.close()
     c.close()
     assert not any(r.is_active for r in c.runners)
-    with pytest.raises(WcxError, match="closed"):
+    with pytest.raises(UsageError, match="closed"):
         c(xbatch)
 
 
@@ -154,7 +168,7 @@ def test_stream_and_predict(policy_bundle: Bundle, xbatch: np.ndarray) -> None:
         assert pred.pass_fraction == whole.pass_fraction
         gen = c.stream(iter([xbatch]))
         next(gen)
-        with pytest.raises(WcxError, match="already streaming"):
+        with pytest.raises(UsageError, match="already streaming"):
             next(c.stream([xbatch]))
         gen.close()
         assert len(list(c.stream([xbatch]))) == 1  # released after close
@@ -176,18 +190,16 @@ def test_prediction_metrics() -> None:
 @pytest.mark.parametrize("score", ["msp", "neg_entropy", "neg_energy", "max_logit"])
 @pytest.mark.parametrize("kind", ["window", "threshold"])
 def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path, score: str, kind: str) -> None:
-    """Issue 4, done-when 1: same exit stages, predictions and accepts as simulate_cascade on the
-    same logits (rows within 1e-9 of a boundary are exact score ties and are left out)."""
-    policy_mod = pytest.importorskip("wcx.calibration.policy")
-    scores_mod = pytest.importorskip("wcx.calibration.scores")
+    """Same exit stages, predictions and accepts as simulate_cascade on the same logits (rows
+    within 1e-9 of a boundary are exact score ties and are left out)."""
     x = np.random.default_rng(21).random((500, 1, 8, 8), dtype=np.float32)
-    xp = Preprocessor.from_manifest(mlp_bundle3.preprocess)(x)
+    xp = Preprocessor(mlp_bundle3.input)(x)
     logits = []
     for i in range(3):
         with OnnxRuntimeRunner(mlp_bundle3, i) as r:
             logits.append(r.infer({"input": xp})[LOGITS])
     z = np.stack(logits)
-    stage_s = scores_mod.stage_scores(z, score)
+    stage_s = stage_scores(z, score)
     # windows and tau from the stage-score quantiles, so every stage is exercised
     q = [np.quantile(stage_s[m], [0.3, 0.8]) for m in range(2)]
     tau = float(np.quantile(stage_s[2], 0.5))
@@ -200,7 +212,7 @@ def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path
                   "thresholds": [float(q[0][1]), float(q[1][1])], "tau": tau}
         bounds = [q[0][1], q[1][1]]
     b = with_policy(mlp_bundle3, tmp_path / "b", policy=policy)
-    sim = policy_mod.simulate_cascade(z, policy_mod.policy_from_dict(policy), score, tau=tau)
+    sim = simulate_cascade(z, policy_from_dict(policy), score, tau=tau)
     with Cascade.load(b) as c:
         out = c(x)
     near = np.zeros(500, dtype=bool)

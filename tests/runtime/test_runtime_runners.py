@@ -1,4 +1,4 @@
-"""The runner contract, checked over every backend that can be imported here."""
+"""The runner contract, checked over every registered backend that can run here."""
 
 from __future__ import annotations
 
@@ -8,23 +8,15 @@ import numpy as np
 import pytest
 
 from wcx.bundle import Bundle
-from wcx.errors import BadInputError, WcxError
-from wcx.runtime.runner import LOGITS, Runner
+from wcx.errors import BadInputError, UsageError
+from wcx.runtime.backends import backend_names, get_backend
+from wcx.runtime.runner import LOGITS, Runner, TensorMeta
 
 BACKENDS = ["onnxruntime", "torch", "tensorrt"]
 
 
 def _make(backend: str, bundle: Bundle, index: int) -> Runner:
-    if backend == "onnxruntime":
-        from wcx.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(bundle, index, threads=1)
-    if backend == "torch":
-        from wcx.runtime.torch_runner import TorchRunner
-
-        return TorchRunner(bundle, index, device="cpu")
-    mod = importlib.import_module("wcx.runtime.tensorrt_runner")
-    return mod.TensorRTRunner(bundle, index)
+    return get_backend(backend).create(bundle, index, threads=1, device="cpu" if backend == "torch" else None)
 
 
 def _importable(backend: str) -> bool:
@@ -50,20 +42,32 @@ def test_runner_contract(backend: str, request: pytest.FixtureRequest) -> None:
     if not _importable(backend):
         pytest.skip(f"backend {backend} cannot be imported/run here")
     bundle: Bundle = request.getfixturevalue("torch_bundle" if backend == "torch" else "policy_bundle")
+    if backend == "tensorrt":
+        from wcx.export.tensorrt_engine import build_engines
+
+        build_engines(bundle, opt_batch=4, max_batch=16)
+        bundle = Bundle.load(bundle.path)
+    assert backend in backend_names()
     runner = _make(backend, bundle, 1)
     assert runner.backend == backend
     assert runner.name == f"{backend}:{bundle.members[1].name}"
     assert isinstance(runner.pads_to_buckets, bool)
+    assert runner.array_library in ("numpy", "torch") and isinstance(runner.device, str)
+    assert runner.precision in ("fp32", "fp16", "int8")
+    assert runner.input_metadata() == {"input": TensorMeta("input", (None, 1, 8, 8), runner.input_dtype)}
+    assert runner.provenance().onnx_sha256 == bundle.members[1].sha256
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
-    with pytest.raises(WcxError, match="not active"):
+    with pytest.raises(UsageError, match="not active"):
         runner.infer({"input": x})
     with runner as active:
         assert active is runner and runner.is_active
-        with pytest.raises(WcxError, match="already active"):
+        with pytest.raises(UsageError, match="already active"):
             runner.activate()
-        with pytest.raises(WcxError, match="one input named"):
+        with pytest.raises(BadInputError, match="one input named"):
             runner.infer({"wrong": x})
-        out = runner.infer({"input": x})
+        with pytest.raises(BadInputError, match="takes"):
+            runner.infer({"input": x[:, :, :4]})
+        out = runner.infer({"input": x})  # every runner accepts host arrays
         assert set(out) == {LOGITS}
         logits = out[LOGITS]
         if isinstance(logits, np.ndarray):
@@ -77,6 +81,8 @@ def test_runner_contract(backend: str, request: pytest.FixtureRequest) -> None:
         # a second call with another size works and is consistent row by row
         again = _to_numpy(runner.infer({"input": x[:3]})[LOGITS])
         np.testing.assert_allclose(again, _to_numpy(logits)[:3], rtol=1e-5, atol=1e-5)
+        assert tuple(runner.infer({"input": x[:0]})[LOGITS].shape) == (0, bundle.num_classes)
+        assert runner.rows_for(5) >= 5
     assert not runner.is_active
     runner.deactivate()  # idempotent
     # released and reusable
@@ -109,7 +115,7 @@ def test_torch_runner_bad_sources(torch_bundle: Bundle) -> None:
     pytest.importorskip("torch")
     import json
 
-    from wcx.bundle import MANIFEST_NAME, write_manifest
+    from wcx.bundle import MANIFEST_NAME
     from wcx.runtime.torch_runner import TorchRunner
 
     manifest = json.loads((torch_bundle.path / MANIFEST_NAME).read_text())
@@ -117,7 +123,7 @@ def test_torch_runner_bad_sources(torch_bundle: Bundle) -> None:
                        ("tests.runtime.no_such_module:f", "cannot import"),
                        ("no_colon", "module:callable")):
         manifest["members"][0]["torch_source"]["callable"] = ref
-        write_manifest(torch_bundle.path, manifest)
+        (torch_bundle.path / MANIFEST_NAME).write_text(json.dumps(manifest))
         with pytest.raises(BadInputError, match=match):
             TorchRunner(Bundle.load(torch_bundle.path), 0, device="cpu").activate()
 

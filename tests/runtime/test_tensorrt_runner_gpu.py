@@ -15,6 +15,7 @@ known-good inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.bundle_factory import make_mlp_onnx
-from wcx.bundle import Bundle, MemberSpec, write_bundle
+from wcx.bundle import Bundle, write_bundle
+from wcx.core.manifest import EnginesSection, InputSection, MemberSection
 from wcx.errors import BadInputError
 from wcx.export.engine_compat import tensorrt_available, trt_unsupported_qdq
 
@@ -111,11 +113,11 @@ def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
 
 def make_variant_bundle(tmp: Path, variant: str) -> Bundle:
     onnx_path = make_variant_onnx(tmp / "src", variant)
-    spec = MemberSpec(
-        name="m0", file="members/m0.onnx", sha256="", precision="fp16" if variant == "fp16io" else variant,
-        input_name="input", input_shape=[None, *SAMPLE],
-        input_dtype="float16" if variant == "fp16io" else "float32", output_name="logits",
-        num_classes=CLASSES, macs=64 * 32 + 32 * CLASSES, preprocess={"mean": [0.0], "std": [1.0]},
+    spec = MemberSection(
+        name="m0", file="members/m0.onnx", sha256="0" * 64, precision="fp16" if variant == "fp16io" else variant,
+        input=InputSection(name="input", shape=SAMPLE, mean=(0.0,), std=(1.0,),
+                           dtype="float16" if variant == "fp16io" else "float32"),
+        output_name="logits", num_classes=CLASSES, macs=64 * 32 + 32 * CLASSES,
     )
     return write_bundle(tmp / "bundle", [(spec, onnx_path)], {"wcx": "test", "export_options": {}})
 
@@ -155,7 +157,7 @@ def test_engine_matches_onnxruntime(tmp_path, variant) -> None:
 
     bundle = make_variant_bundle(tmp_path, variant)
     records = build_engines(bundle, opt_batch=16, max_batch=64, workspace_mb=256)
-    assert records[0]["profile"]["max"] == [64, *SAMPLE]
+    assert records[0].profile["max"] == [64, *SAMPLE]
     bundle = Bundle.load(bundle.path)  # engine + timing cache are hash-verified
     n = 2000  # > max batch: runs in 32 chunks (31 full + 1 of 16)
     x = _inputs(n, seed=7)
@@ -167,7 +169,10 @@ def test_engine_matches_onnxruntime(tmp_path, variant) -> None:
         got = out.cpu().numpy()
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
         assert agree >= AGREEMENT[variant], (variant, agree)
-        # Small and empty subsets, and a non-default stream, give the same rows.
+        # Host arrays are accepted too; small and empty subsets, and a non-default stream, give
+        # the same rows.
+        host = runner.infer({"input": x[:100]})["logits"].cpu().numpy()
+        np.testing.assert_allclose(host, got[:100], rtol=1e-3, atol=1e-3)
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
             few = runner.infer({"input": torch.from_numpy(x[:3]).cuda()})["logits"]
@@ -193,8 +198,10 @@ def test_engine_from_another_tensorrt_or_onnx_is_refused(tmp_path) -> None:
         copy = tmp_path / f"copy_{key}"
         shutil.copytree(bundle.path, copy)
         changed = Bundle.load(copy)
-        changed.manifest["engines"]["members"]["m0"][key] = value
-        changed.update_sections(engines=changed.manifest["engines"])
+        assert changed.engines is not None
+        record = dataclasses.replace(changed.engines.members["m0"], **{key: value})
+        changed.update_sections(engines=EnginesSection(members={"m0": record},
+                                                       timing_cache=changed.engines.timing_cache))
         with pytest.raises(BadInputError, match=match), TensorRTRunner(Bundle.load(copy), 0):
             pass
     # An altered engine file is refused when the bundle loads.

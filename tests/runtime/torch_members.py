@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from safetensors.torch import save_file
 from torch import nn
 
-from wcx.bundle import MANIFEST_NAME, Bundle, sha256_file, write_manifest
+from wcx.bundle import MANIFEST_NAME, Bundle, sha256_file
 
 
 class MLP(nn.Module):
@@ -56,5 +56,5 @@ def add_torch_sources(bundle: Bundle, callable_ref: str = "tests.runtime.torch_m
         manifest["members"][i]["torch_source"] = {
             "callable": callable_ref, "file": rel, "sha256": sha256_file(bundle.path / rel)
         }
-    write_manifest(bundle.path, manifest)
+    (bundle.path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return Bundle.load(bundle.path)

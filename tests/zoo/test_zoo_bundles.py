@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from wcx.bundle import Bundle
+from wcx.core.manifest import Manifest
 from wcx.zoo import load_manifest, split_path
 from wcx.zoo.experiment import BUNDLES_DIR, zoo_bundle_path
 
@@ -43,10 +44,11 @@ def test_members_match_zoo_manifest(bundle: Bundle, manifest: dict) -> None:
     precision = bundle.path.name
     for m in bundle.members:
         assert m.precision == precision
-        assert m.input_shape == [None, 1, 28, 28]
+        assert m.input.shape == (1, 28, 28)
         assert m.num_classes == 10
-        assert m.preprocess == {"mean": manifest["preprocess"]["mean"], "std": manifest["preprocess"]["std"]}
-        assert m.torch_source is not None and m.torch_source["callable"] == f"wcx.zoo.architectures:{m.name}"
+        pre = manifest["preprocess"]
+        assert (list(m.input.mean), list(m.input.std)) == (pre["mean"], pre["std"])
+        assert m.torch_source is not None and m.torch_source.callable == f"wcx.zoo.architectures:{m.name}"
     assert bundle.policy is None and bundle.calibration is None
     assert not (bundle.path / "cache").exists(), "cached logits must not ship inside the package"
 
@@ -70,7 +72,7 @@ def test_int8_agreement_recorded() -> None:
         assert ev["top1_agreement"] >= int8["min_agreement"] >= 0.95  # tools/export_zoo.py: 7-bit weights
         assert ev["reference_accuracy"] is not None and ev["candidate_accuracy"] is not None
         assert "test.npz" in int8["eval_data"]
-    options = b.manifest["provenance"]["export_options"]
+    options = b.manifest.export["export_options"]
     assert options["calib_data"]["path"].endswith("calib.npz")
     assert options["calib_data"]["n"] == 5000
 
@@ -86,6 +88,6 @@ def test_smallest_member_runs_on_onnxruntime(bundle: Bundle) -> None:
     from wcx.calibration.held_out import collect_logits
 
     x = np.load(split_path("test"))["x"][:64]
-    view = Bundle(bundle.path, bundle.manifest, bundle.members[:1])
+    view = Bundle(bundle.path, Manifest(members=bundle.members[:1]))
     logits = collect_logits(view, x, cache=False)
     assert logits.shape == (1, 64, 10) and np.isfinite(logits).all()

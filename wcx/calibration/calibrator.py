@@ -7,8 +7,7 @@ Example (empirical mode, synthetic logits)::
     cal.tau_, cal.windows_, cal.pass_fraction_, cal.coverage_
     test = cal.evaluate(test_logits, test_y)          # never re-fits
     report = cal.report_dict(test=test)               # the JSON of ``wcx calibrate --json``
-    manifest_policy = cal.to_policy_dict()
-    manifest_calibration = cal.to_calibration_dict(backend="onnxruntime", precision="fp16")
+    cal.result_.policy_section(), cal.result_.calibration_section(provenance)   # manifest sections
 
 Modes: ``delta=None`` is *empirical* (windows and tau fitted on the whole held-out set);
 ``delta`` in (0, 1) is *guaranteed*: the held-out set is split once at random (``seed``) into a
@@ -18,9 +17,11 @@ certify tau. When no threshold can be certified, ``fit`` still returns (``certif
 ``n_needed_`` set) so the report can be written; :meth:`raise_if_failed` then raises
 ``WorkFailedError`` (exit 1), and :meth:`to_policy_dict` refuses to produce a deployable policy.
 
-Selective risk and coverage in the fitted attributes are measured on the certifying part in
-guaranteed mode and on the whole held-out set in empirical mode. Every guarantee assumes the
-held-out set and the deployment data are exchangeable.
+``fit`` only orchestrates: the task's :class:`~wcx.calibration.targets.Target` (its threshold,
+errors and quality), the policy's :class:`~wcx.calibration.fitters.PolicyFitter`, and the frozen
+:class:`~wcx.calibration.result.CalibrationResult` (``result_``) from which every fitted
+attribute, the manifest sections and the report are read. Every guarantee assumes the held-out
+set and the deployment data are exchangeable.
 """
 
 from __future__ import annotations
@@ -31,60 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from wcx.calibration.metrics import auroc, coverage_at_risk
-from wcx.calibration.policy import (
-    POLICY_KINDS,
-    TASKS,
-    AllPolicy,
-    CascadeOutcome,
-    NonePolicy,
-    Policy,
-    WindowPolicy,
-    expected_cost,
-    policy_to_dict,
-    simulate_from_stages,
-)
-from wcx.calibration.risk_control import (
-    DEFAULT_GRID_SIZE,
-    ThresholdResult,
-    check_fraction,
-    fit_threshold,
-    fit_tpr_threshold,
-    min_certify_size,
-)
-from wcx.calibration.scores import DEFAULT_SCORE, SCORES, stage_outputs
-from wcx.calibration.window import (
-    DEFAULT_N_BOOT,
-    DEFAULT_WIDTH_GRID,
-    WindowSearch,
-    search_windows,
-    thresholds_for_budget,
-)
-from wcx.errors import BadInputError, NotFittedError, WorkFailedError
+from wcx.calibration.fitters import FITTERS, SearchSettings, make_fitter
+from wcx.calibration.result import EXCHANGEABILITY_NOTE, CalibrationResult, CalibrationSettings
+from wcx.calibration.risk_control import DEFAULT_GRID_SIZE, ThresholdResult, check_fraction, min_certify_size
+from wcx.calibration.simulator import CascadeOutcome, expected_cost, simulate_from_stages
+from wcx.calibration.targets import Target, make_target
+from wcx.calibration.window import DEFAULT_N_BOOT, DEFAULT_WIDTH_GRID, WindowSearch
+from wcx.core.policy import AllPolicy, NonePolicy, Policy
+from wcx.core.provenance import Provenance
+from wcx.core.scores import get_score, stage_outputs
+from wcx.core.tasks import get_task
+from wcx.errors import BadInputError, NotFittedError
+from wcx.json_values import json_safe
 
 COSTS: tuple[str, ...] = ("macs", "latency")
-EXCHANGEABILITY_NOTE = (
-    "Guarantees assume the held-out set and the deployment data are exchangeable (drawn alike); "
-    "calibrate on data drawn like the deployment's."
-)
 
-
-def json_safe(obj: Any) -> Any:
-    """Recursively turn numpy scalars and arrays into Python values, keys into strings and
-    non-finite floats (e.g. an unbounded window side) into None, so ``json.dumps`` takes it."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+__all__ = ["COSTS", "EXCHANGEABILITY_NOTE", "CascadeCalibrator", "json_safe"]
 
 
 class CascadeCalibrator:
@@ -92,9 +55,10 @@ class CascadeCalibrator:
 
     Parameters:
         task: ``"selective"`` (accept iff score >= tau; target = selective risk ``risk``) or
-            ``"ood"`` (flag iff score < tau; target = in-distribution TPR ``tpr``; no labels).
-        score: one of :data:`wcx.calibration.scores.SCORES`; default ``msp`` (selective) or
-            ``neg_energy`` (ood).
+            ``"ood"`` (flag iff score < tau; target = in-distribution TPR ``tpr``; no labels),
+            or a task registered with :func:`wcx.calibration.targets.register_target`.
+        score: a registered score name (:mod:`wcx.core.scores`); default: the task's (``msp``
+            for selective, ``neg_energy`` for ood).
         risk: target selective risk in (0, 1) (selective).
         tpr: target in-distribution TPR in (0, 1) (ood); its "risk" is ``1 - tpr``.
         delta: None for empirical mode, else the failure probability in (0, 1) of the
@@ -139,20 +103,16 @@ class CascadeCalibrator:
         grid_size: int = DEFAULT_GRID_SIZE,
         n_boot: int = DEFAULT_N_BOOT,
     ) -> None:
-        if task not in TASKS:
-            raise BadInputError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-        if score is None:
-            score = DEFAULT_SCORE[task]
-        if score not in SCORES:
-            raise BadInputError(f"unknown score {score!r}; valid scores: {', '.join(SCORES)}")
-        if policy not in POLICY_KINDS:
-            raise BadInputError(f"unknown policy {policy!r}; valid policies: {', '.join(POLICY_KINDS)}")
+        # Names given as strings are resolved here, once, with errors that list the valid ones.
+        self.task = get_task(task).name
+        self.score = get_score(get_task(task).default_score if score is None else score).name
+        if policy not in FITTERS:
+            raise BadInputError(f"unknown policy {policy!r}; valid policies: {', '.join(FITTERS)}")
         if cost not in COSTS:
             raise BadInputError(f"unknown cost {cost!r}; valid costs: {', '.join(COSTS)}")
-        self.task = task
-        self.score = score
         self.risk = check_fraction(risk, "risk")
         self.tpr = check_fraction(tpr, "tpr")
+        self.target: Target = make_target(self.task, risk=self.risk, tpr=self.tpr)
         self.delta = None if delta is None else check_fraction(delta, "delta")
         if not (isinstance(eps, (int, float)) and 0.0 <= eps < 1.0):
             raise BadInputError(f"eps must be in [0, 1), got {eps!r}")
@@ -180,25 +140,31 @@ class CascadeCalibrator:
         if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
             raise BadInputError(f"n_boot must be a non-negative integer, got {n_boot!r}")
         self.n_boot = int(n_boot)
+        self.fitter = make_fitter(policy, SearchSettings(self.eps, self.width_grid, self.widths, self.n_boot,
+                                                         self.seed), self.budget)
 
     # ----------------------------------------------------------------------------------------
     @property
     def mode(self) -> str:
         return "empirical" if self.delta is None else "guaranteed"
 
+    def _settings(self) -> CalibrationSettings:
+        return CalibrationSettings(target=self.target, score=self.score, policy=self.policy, delta=self.delta,
+                                   eps=self.eps, n_boot=self.n_boot, seed=self.seed,
+                                   fit_fraction=self.fit_fraction, cost=self.cost)
+
     @property
-    def target(self) -> float:
-        """The search/threshold target: the risk (selective) or the TPR (ood)."""
-        return self.risk if self.task == "selective" else self.tpr
+    def result_(self) -> CalibrationResult:
+        """The fitted :class:`~wcx.calibration.result.CalibrationResult`."""
+        try:
+            return self.__dict__["_result"]  # type: ignore[no-any-return]
+        except KeyError:
+            raise NotFittedError("this CascadeCalibrator is not fitted yet: call fit(logits, y) first") from None
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "tau_"):
-            raise NotFittedError("this CascadeCalibrator is not fitted yet: call fit(logits, y) first")
-
-    def _labels(self, y: Any, n: int, k: int, required: bool) -> np.ndarray | None:
+    def _labels(self, y: Any, n: int, k: int) -> np.ndarray | None:
         if y is None:
-            if required:
-                raise BadInputError("selective calibration needs class labels y (N,); none were given")
+            if self.target.needs_labels:
+                raise BadInputError(f"{self.task} calibration needs class labels y (N,); none were given")
             return None
         labels = np.asarray(y)
         if labels.shape != (n,):
@@ -213,7 +179,8 @@ class CascadeCalibrator:
             raise BadInputError(f"labels must be in [0, {k}), got values in [{labels.min()}, {labels.max()}]")
         return labels
 
-    def _costs(self, member_costs: Any, m: int, name: str) -> np.ndarray:
+    @staticmethod
+    def _costs(member_costs: Any, m: int, name: str) -> np.ndarray:
         c = np.asarray(member_costs, dtype=np.float64)
         if c.shape != (m,):
             raise BadInputError(f"{name} needs one value per member ({m}), got shape {c.shape}")
@@ -242,86 +209,48 @@ class CascadeCalibrator:
         scores, preds = stage_outputs(logits, self.score)
         m_total, n = scores.shape
         k = int(np.shape(logits)[-1])
-        labels = self._labels(y, n, k, required=self.task == "selective")
+        labels = self._labels(y, n, k)
         costs = self._costs(np.ones(m_total) if member_costs is None else member_costs, m_total, "member_costs")
         if member_macs is not None:
             macs: np.ndarray | None = self._costs(member_macs, m_total, "member_macs")
         else:
             macs = costs if (self.cost == "macs" and member_costs is not None) else None
-        if m_total < 2 and self.policy in ("window", "threshold"):
-            raise BadInputError(f"the {self.policy} policy needs at least 2 members, got {m_total}")
+        if m_total < self.fitter.min_members:
+            raise BadInputError(f"the {self.policy} policy needs at least {self.fitter.min_members} members, "
+                                f"got {m_total}")
         if n < 2:
             raise BadInputError(f"need at least 2 held-out inputs, got {n}")
 
         fit_idx, cert_idx = self._split(n)
-        fs, fp = scores[:, fit_idx], preds[:, fit_idx]
-        fy = None if labels is None else labels[fit_idx]
-        search: WindowSearch | None = None
-        if self.policy == "window" or (self.policy == "threshold" and self.budget is None):
-            search = search_windows(
-                fs,
-                fp,
-                fy if self.task == "selective" else None,
-                task=self.task,
-                target=self.target,
-                member_costs=costs,
-                eps=self.eps,
-                width_grid=self.width_grid,
-                fixed_widths=self.widths,
-                n_boot=self.n_boot,
-                seed=self.seed,
-            )
-        policy: Policy
-        if self.policy == "window":
-            assert search is not None
-            policy = WindowPolicy(search.best.windows)
-        elif self.policy == "threshold":
-            budget = self.budget if self.budget is not None else search.best.pass_fraction[1:]  # type: ignore[union-attr]
-            policy = thresholds_for_budget(fs, budget)
-        elif self.policy == "none":
-            policy = NonePolicy()
-        else:
-            policy = AllPolicy()
-
+        fitted = self.fitter.fit(scores[:, fit_idx], preds[:, fit_idx],
+                                 None if labels is None else labels[fit_idx], self.target, costs)
         cs, cp = scores[:, cert_idx], preds[:, cert_idx]
-        outcome = simulate_from_stages(cs, cp, policy)
-        if self.task == "selective":
-            errors = outcome.pred != labels[cert_idx]  # type: ignore[index]
-            result = fit_threshold(outcome.score, errors, self.risk, self.delta, self.grid_size)
-        else:
-            result = fit_tpr_threshold(outcome.score, self.tpr, self.delta, self.grid_size)
-
-        self.n_members_ = m_total
-        self.n_classes_ = k
-        self.policy_ = policy
-        self.search_ = search
-        self.threshold_: ThresholdResult = result
-        self.tau_ = result.tau
-        self.windows_ = [list(w) for w in policy.windows] if isinstance(policy, WindowPolicy) else None
-        self.thresholds_ = list(policy.thresholds) if policy.kind == "threshold" else None  # type: ignore[union-attr]
-        self.stage_taus_ = None if search is None else list(search.stage_taus)
-        self.curve_ = [] if search is None else [p.to_dict() for p in search.curve]
-        self.member_costs_ = costs
-        self.member_macs_ = macs
-        self.pass_fraction_ = [float(p) for p in outcome.pass_fraction]
-        self.expected_cost_ = expected_cost(outcome.pass_fraction, costs)
-        self.expected_macs_ = None if macs is None else expected_cost(outcome.pass_fraction, macs)
-        self.coverage_ = result.coverage
-        self.risk_ = result.risk
-        self.certified_ = result.certified
-        self.risk_upper_bound_ = result.risk_upper_bound
-        self.n_needed_ = result.n_needed
-        self.n_fit_ = int(fit_idx.size)
-        self.n_certify_ = int(cert_idx.size)
-        self.baselines_ = self._baselines(cs, cp, None if labels is None else labels[cert_idx], costs)
-        if self.task == "ood":
-            self.tpr_ = result.coverage
-            self.tpr_lower_bound_ = None if result.risk_upper_bound is None else 1.0 - result.risk_upper_bound
-            self.fpr_ = self.auroc_ = None
-            if ood_logits is not None:
-                ood = self._outcome(ood_logits)
-                self.fpr_ = float(np.mean(ood.score >= self.tau_))
-                self.auroc_ = auroc(outcome.score, ood.score)
+        cert_labels = None if labels is None else labels[cert_idx]
+        outcome = simulate_from_stages(cs, cp, fitted.policy)
+        errors = self.target.errors(outcome.pred, cert_labels)
+        threshold: ThresholdResult = self.target.fit_threshold(outcome.score, errors, self.delta, self.grid_size)
+        ood_figures: dict[str, Any] = dict.fromkeys(self.target.ood_figure_names)
+        if ood_logits is not None and self.target.ood_figure_names:
+            ood = self._simulate(ood_logits, fitted.policy, m_total, k)
+            ood_figures = self.target.ood_figures(outcome.score, ood.score, threshold.tau)
+        self._result = CalibrationResult(
+            settings=self._settings(),
+            n_members=m_total,
+            n_classes=k,
+            policy=fitted.policy,
+            threshold=threshold,
+            search=fitted.search,
+            pass_fraction=tuple(float(p) for p in outcome.pass_fraction),
+            member_costs=tuple(float(c) for c in costs),
+            member_macs=None if macs is None else tuple(float(c) for c in macs),
+            expected_cost=expected_cost(outcome.pass_fraction, costs),
+            expected_macs=None if macs is None else expected_cost(outcome.pass_fraction, macs),
+            n_fit=int(fit_idx.size),
+            n_certify=int(cert_idx.size),
+            baselines=self._baselines(cs, cp, cert_labels, costs),
+            target_fields=self.target.result_fields(threshold),
+            ood_figures=ood_figures,
+        )
         return self
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -331,7 +260,7 @@ class CascadeCalibrator:
             return idx, idx
         n_fit = int(round(self.fit_fraction * n))
         n_cert = n - n_fit
-        n0 = min_certify_size(1.0 - self.tpr if self.task == "ood" else self.risk, self.delta)
+        n0 = min_certify_size(self.target.alpha, self.delta)
         if n_cert < n0:
             need = math.ceil(n0 / (1.0 - self.fit_fraction))
             raise BadInputError(
@@ -351,19 +280,17 @@ class CascadeCalibrator:
         out: dict[str, Any] = {}
         for name, pol in (("none", NonePolicy()), ("all", AllPolicy())):
             o = simulate_from_stages(scores, preds, pol)
-            entry: dict[str, Any] = {"expected_cost": expected_cost(o.pass_fraction, costs)}
-            if self.task == "selective":
-                entry["coverage_at_risk"] = coverage_at_risk(o.score, o.pred != labels, self.risk)
-            out[name] = entry
+            out[name] = {"expected_cost": expected_cost(o.pass_fraction, costs),
+                         **self.target.baseline(o.score, self.target.errors(o.pred, labels))}
         return out
 
-    def _outcome(self, logits: np.ndarray) -> CascadeOutcome:
+    def _simulate(self, logits: np.ndarray, policy: Policy, m_total: int, k: int) -> CascadeOutcome:
         scores, preds = stage_outputs(logits, self.score)
-        if scores.shape[0] != self.n_members_:
-            raise BadInputError(f"logits have {scores.shape[0]} members; the calibration has {self.n_members_}")
-        if np.shape(logits)[-1] != self.n_classes_:
-            raise BadInputError(f"logits have {np.shape(logits)[-1]} classes; the calibration has {self.n_classes_}")
-        return simulate_from_stages(scores, preds, self.policy_, self.tau_)
+        if scores.shape[0] != m_total:
+            raise BadInputError(f"logits have {scores.shape[0]} members; the calibration has {m_total}")
+        if np.shape(logits)[-1] != k:
+            raise BadInputError(f"logits have {np.shape(logits)[-1]} classes; the calibration has {k}")
+        return simulate_from_stages(scores, preds, policy)
 
     # ----------------------------------------------------------------------------------------
     def evaluate(
@@ -376,155 +303,154 @@ class CascadeCalibrator:
         OOD: ``tpr`` and, with ``ood_logits``, ``fpr`` and ``auroc``. Both: ``pass_fraction``,
         ``expected_cost``, ``expected_macs``, ``n``.
         """
-        self._check_fitted()
-        out = self._outcome(logits)
+        r = self.result_
+        out = self._simulate(logits, r.policy, r.n_members, r.n_classes)
         n = out.score.size
-        labels = self._labels(y, n, self.n_classes_, required=self.task == "selective")
+        labels = self._labels(y, n, r.n_classes)
         res: dict[str, Any] = {
             "n": int(n),
             "pass_fraction": [float(p) for p in out.pass_fraction],
-            "expected_cost": expected_cost(out.pass_fraction, self.member_costs_),
-            "expected_macs": None if self.member_macs_ is None else expected_cost(out.pass_fraction, self.member_macs_),
+            "expected_cost": expected_cost(out.pass_fraction, r.member_costs),
+            "expected_macs": None if r.member_macs is None else expected_cost(out.pass_fraction, r.member_macs),
         }
-        accept = out.score >= self.tau_
-        if self.task == "selective":
-            wrong = out.pred != labels
-            n_acc = int(accept.sum())
-            risk = float(wrong[accept].sum() / n_acc) if n_acc else 0.0
-            res.update(
-                coverage=n_acc / n,
-                risk=risk,
-                accuracy=float(np.mean(~wrong)),
-                violated=bool(risk > self.risk),
-            )
-        else:
-            res["tpr"] = float(np.mean(accept))
-            res["violated"] = bool(res["tpr"] < self.tpr)
-            if ood_logits is not None:
-                ood = self._outcome(ood_logits)
-                res["fpr"] = float(np.mean(ood.score >= self.tau_))
-                res["auroc"] = auroc(out.score, ood.score)
-        return json_safe(res)
+        res.update(self.target.evaluate(out.score, self.target.errors(out.pred, labels), r.tau))
+        if ood_logits is not None and self.target.ood_figure_names:
+            ood = self._simulate(ood_logits, r.policy, r.n_members, r.n_classes)
+            res.update(self.target.ood_figures(out.score, ood.score, r.tau))
+        return json_safe(res)  # type: ignore[no-any-return]
 
     def raise_if_failed(self) -> None:
         """Raise ``WorkFailedError`` (exit 1) when the fit has no usable threshold: guaranteed
         mode without a certificate, or empirical mode where no threshold meets the target."""
-        self._check_fitted()
-        if self.delta is not None and not self.certified_:
-            need = (
-                f"the observed error rate would need about {self.n_needed_} accepted inputs"
-                if self.n_needed_ is not None
-                else "the observed error rate is at or above the target, so no sample size suffices"
-            )
-            raise WorkFailedError(
-                f"no certificate: no threshold passes the test for {self._target_text()} with "
-                f"delta {self.delta:g} on {self.n_certify_} certifying inputs; {need}"
-            )
-        if not math.isfinite(self.tau_):
-            raise WorkFailedError(f"no threshold meets {self._target_text()} on the held-out set")
+        self.result_.raise_if_failed()
 
-    def _target_text(self) -> str:
-        return f"risk {self.risk:g}" if self.task == "selective" else f"TPR {self.tpr:g}"
-
-    # ----------------------------------------------------------------------------------------
     def to_policy_dict(self) -> dict[str, Any]:
-        """The manifest's ``"policy"`` section; raises ``WorkFailedError`` if nothing is
+        """The manifest's ``policy`` section as JSON; ``WorkFailedError`` if nothing is
         deployable (see :meth:`raise_if_failed`)."""
-        self.raise_if_failed()
-        return policy_to_dict(self.policy_, task=self.task, score=self.score, tau=self.tau_)
+        return self.result_.policy_section().to_dict()
 
-    def to_calibration_dict(self, backend: str, precision: str) -> dict[str, Any]:
-        """The manifest's ``"calibration"`` section (JSON-ready).
-
-        ``risk`` is the *target* (selective risk, or ``1 - tpr`` for ood); the risk measured at
-        tau is ``measured_risk``. ``backend``/``precision`` record what produced the logits.
-        """
-        self._check_fitted()
-        d = {
-            "backend": backend,
-            "precision": precision,
-            "task": self.task,
-            "score": self.score,
-            "policy": self.policy_.kind,
-            "risk": self.risk if self.task == "selective" else 1.0 - self.tpr,
-            "delta": self.delta,
-            "mode": self.mode,
-            "certified": self.certified_,
-            "risk_upper_bound": self.risk_upper_bound_,
-            "n_needed": self.n_needed_,
-            "seed": self.seed,
-            "fit_fraction": self.fit_fraction if self.delta is not None else None,
-            "n_fit": self.n_fit_,
-            "n_certify": self.n_certify_,
-            "coverage": self.coverage_,
-            "measured_risk": self.risk_,
-            "pass_fraction": self.pass_fraction_,
-            "expected_macs": self.expected_macs_,
-            "expected_cost": self.expected_cost_,
-            "cost": self.cost,
-            "eps": self.eps,
-            "n_boot": self.n_boot,
-            "stage_taus": self.stage_taus_,
-        }
-        if self.task == "ood":
-            d.update(tpr_target=self.tpr, tpr=self.tpr_, tpr_lower_bound=self.tpr_lower_bound_)
-        return json_safe(d)
+    def to_calibration_dict(self, provenance: Provenance | str | None = None, precision: str | None = None, *,
+                            backend: str | None = None) -> dict[str, Any]:
+        """The manifest's ``calibration`` section as JSON, for logits produced as ``provenance``
+        says. (``to_calibration_dict(backend, precision)`` with two strings is the wcx 0.1 form:
+        it records only those two, as an older wcx did.)"""
+        if not isinstance(provenance, Provenance):
+            names = [f"stage{i + 1}" for i in range(self.result_.n_members)]
+            provenance = Provenance.legacy(provenance or backend or "unknown", precision or "", names)
+        return self.result_.calibration_section(provenance).to_dict()
 
     def report_dict(self, test: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The JSON of ``wcx calibrate --json``: ``tau`` (null when none), ``windows``,
-        ``thresholds``, ``pass_fraction``, ``expected_macs``, ``coverage``, ``risk`` (measured),
-        ``risk_upper_bound`` (guaranteed mode, else null), ``certified``, ``test`` (the
-        :meth:`evaluate` dict, or null), for ood ``tpr``, ``tpr_lower_bound``, ``fpr``, ``auroc``,
-        plus the search curve, the baselines and the settings."""
-        self._check_fitted()
-        search = self.search_
-        d: dict[str, Any] = {
-            "task": self.task,
-            "score": self.score,
-            "policy": self.policy_.kind,
-            "mode": self.mode,
-            "target_risk": self.risk if self.task == "selective" else 1.0 - self.tpr,
-            "delta": self.delta,
-            "eps": self.eps,
-            "n_boot": self.n_boot,
-            "tau": self.tau_,
-            "windows": self.windows_,
-            "thresholds": self.thresholds_,
-            "stage_taus": self.stage_taus_,
-            "pass_fraction": self.pass_fraction_,
-            "expected_macs": self.expected_macs_,
-            "expected_cost": self.expected_cost_,
-            "cost": self.cost,
-            "coverage": self.coverage_,
-            "risk": self.risk_,
-            "risk_upper_bound": self.risk_upper_bound_,
-            "certified": self.certified_,
-            "n_needed": self.n_needed_,
-            "n_accepted": self.threshold_.n_accepted,
-            "errors": self.threshold_.errors,
-            "seed": self.seed,
-            "fit_fraction": self.fit_fraction if self.delta is not None else None,
-            "n_fit": self.n_fit_,
-            "n_certify": self.n_certify_,
-            "baselines": self.baselines_,
-            "search": None
-            if search is None
-            else {
-                "chosen": search.best.to_dict(),
-                "reference": search.reference.to_dict(),
-                "ensemble_quality": search.ensemble_quality,
-                "single_quality": search.single_quality,
-                "curve": self.curve_,
-            },
-            "test": test,
-            "note": EXCHANGEABILITY_NOTE,
-        }
-        if self.task == "ood":
-            d.update(
-                tpr_target=self.tpr,
-                tpr=self.tpr_,
-                tpr_lower_bound=self.tpr_lower_bound_,
-                fpr=self.fpr_,
-                auroc=self.auroc_,
-            )
-        return json_safe(d)
+        """The JSON of ``wcx calibrate --json`` (see
+        :meth:`wcx.calibration.result.CalibrationResult.report_dict`)."""
+        return self.result_.report_dict(test)
+
+    # -- fitted attributes (scikit-learn style), read from ``result_`` ---------------------------
+    @property
+    def n_members_(self) -> int:
+        return self.result_.n_members
+
+    @property
+    def n_classes_(self) -> int:
+        return self.result_.n_classes
+
+    @property
+    def policy_(self) -> Policy:
+        return self.result_.policy
+
+    @property
+    def search_(self) -> WindowSearch | None:
+        return self.result_.search
+
+    @property
+    def threshold_(self) -> ThresholdResult:
+        return self.result_.threshold
+
+    @property
+    def tau_(self) -> float:
+        return self.result_.tau
+
+    @property
+    def windows_(self) -> list[list[float | None]] | None:
+        return self.result_.windows
+
+    @property
+    def thresholds_(self) -> list[float] | None:
+        return self.result_.thresholds
+
+    @property
+    def stage_taus_(self) -> list[float] | None:
+        return self.result_.stage_taus
+
+    @property
+    def curve_(self) -> list[dict[str, Any]]:
+        search = self.result_.search
+        return [] if search is None else [p.to_dict() for p in search.curve]
+
+    @property
+    def member_costs_(self) -> np.ndarray:
+        return np.asarray(self.result_.member_costs)
+
+    @property
+    def member_macs_(self) -> np.ndarray | None:
+        macs = self.result_.member_macs
+        return None if macs is None else np.asarray(macs)
+
+    @property
+    def pass_fraction_(self) -> list[float]:
+        return list(self.result_.pass_fraction)
+
+    @property
+    def expected_cost_(self) -> float:
+        return self.result_.expected_cost
+
+    @property
+    def expected_macs_(self) -> float | None:
+        return self.result_.expected_macs
+
+    @property
+    def coverage_(self) -> float:
+        return self.result_.threshold.coverage
+
+    @property
+    def risk_(self) -> float:
+        return self.result_.threshold.risk
+
+    @property
+    def certified_(self) -> bool:
+        return self.result_.threshold.certified
+
+    @property
+    def risk_upper_bound_(self) -> float | None:
+        return self.result_.threshold.risk_upper_bound
+
+    @property
+    def n_needed_(self) -> int | None:
+        return self.result_.threshold.n_needed
+
+    @property
+    def n_fit_(self) -> int:
+        return self.result_.n_fit
+
+    @property
+    def n_certify_(self) -> int:
+        return self.result_.n_certify
+
+    @property
+    def baselines_(self) -> dict[str, Any]:
+        return dict(self.result_.baselines)
+
+    @property
+    def tpr_(self) -> float | None:
+        return self.result_.target_fields.get("tpr")
+
+    @property
+    def tpr_lower_bound_(self) -> float | None:
+        return self.result_.target_fields.get("tpr_lower_bound")
+
+    @property
+    def fpr_(self) -> float | None:
+        return self.result_.ood_figures.get("fpr")
+
+    @property
+    def auroc_(self) -> float | None:
+        return self.result_.ood_figures.get("auroc")

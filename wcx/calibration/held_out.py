@@ -2,10 +2,12 @@
 
 This is what ``wcx calibrate BUNDLE`` does (method.md section 3): every member runs on the whole
 held-out set on the *deployment* backend (precision and engine shift scores), the logits are
-cached inside the bundle (``cache/``, keyed by the data, the members and the backend, so
-re-calibrating at another risk does not re-run the members), a ``CascadeCalibrator`` is fitted
-on them, and the policy and calibration sections are written into the manifest atomically,
-recording which backend and precision produced the logits.
+cached inside the bundle (``cache/``, keyed by the data and by the identity of what produced
+them: :meth:`wcx.core.provenance.Provenance.key`, so a new engine, TensorRT, precision or
+preprocessing never reuses old logits), a ``CascadeCalibrator`` is fitted on them, and the policy
+and calibration sections are written into the manifest atomically, recording that provenance.
+:func:`calibrate_logits` is the same flow on logits the user already has (``wcx calibrate
+--logits``). Progress is reported through a callback; nothing here draws or prints.
 """
 
 from __future__ import annotations
@@ -20,26 +22,84 @@ import numpy as np
 
 from wcx.bundle import Bundle
 from wcx.calibration.calibrator import CascadeCalibrator
-from wcx.data import Dataset, load_npz
+from wcx.core.preprocess import Preprocessor
+from wcx.core.provenance import Provenance
+from wcx.data import Dataset, load_npz, validate_inputs
 from wcx.errors import BadInputError
+from wcx.runtime.backends import create_runners, provenance_of
+from wcx.runtime.runner import LOGITS
 
 ProgressFn = Callable[[int, int], None]
 
 
-def bundle_precision(bundle: Bundle) -> str:
-    """The precision a calibration records: the members' one precision, or e.g. 'fp32,int8'."""
-    precisions = [m.precision for m in bundle.members]
-    return precisions[0] if len(set(precisions)) == 1 else ",".join(precisions)
-
-
-def _cache_key(bundle: Bundle, x: np.ndarray, backend: str) -> str:
+def _data_digest(x: np.ndarray) -> str:
     digest = hashlib.sha256()
-    digest.update(backend.encode())
-    for m in bundle.members:
-        digest.update(m.sha256.encode())
     digest.update(str(x.shape).encode() + str(x.dtype).encode())
     digest.update(np.ascontiguousarray(x).data)
-    return digest.hexdigest()[:24]
+    return digest.hexdigest()
+
+
+def cache_key(provenance: Provenance, x: np.ndarray) -> str:
+    """The logits cache key: what produces the logits (identity only) and the data."""
+    return hashlib.sha256((provenance.key() + _data_digest(x)).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class HeldOutLogits:
+    """Logits ``(M, N, K)`` float32 of every member on every row, and what produced them."""
+
+    logits: np.ndarray
+    provenance: Provenance
+
+
+def run_members(
+    bundle: Bundle,
+    x: np.ndarray,
+    *,
+    backend: str = "onnxruntime",
+    batch_size: int = 512,
+    cache: bool = True,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> HeldOutLogits:
+    """Every member of ``bundle`` on every row of ``x`` (no cascade), on ``backend`` with the
+    bundle's preprocessing, plus the provenance of those logits.
+
+    ``options`` go to the backend's runners (e.g. ``threads``, ``device``). With ``cache`` the
+    logits are stored in ``bundle/cache/`` under :func:`cache_key` and reused.
+    ``progress(done, total)`` is called after each chunk.
+    """
+    validate_inputs(x, where="held-out data", sample_shape=bundle.sample_shape)
+    runners = create_runners(bundle, backend, **options)
+    provenance = provenance_of(runners, backend)
+    cache_file = bundle.path / "cache" / f"logits-{cache_key(provenance, x)}.npy"
+    if cache and cache_file.is_file():
+        try:
+            cached = np.load(cache_file, allow_pickle=False)
+            if cached.shape == (len(bundle.members), x.shape[0], bundle.num_classes):
+                return HeldOutLogits(cached, provenance)
+        except (OSError, ValueError):
+            pass  # a damaged cache is recomputed, never trusted
+    pre = Preprocessor(bundle.input)
+    n = int(x.shape[0])
+    out = np.empty((len(bundle.members), n, bundle.num_classes), dtype=np.float32)
+    total, done = len(bundle.members) * n, 0
+    for i, (member, runner) in enumerate(zip(bundle.members, runners, strict=True)):
+        with runner:
+            for start in range(0, n, batch_size):
+                chunk = pre(x[start : start + batch_size])
+                out[i, start : start + chunk.shape[0]] = _to_numpy(runner.infer({member.input.name: chunk})[LOGITS])
+                done += chunk.shape[0]
+                if progress is not None:
+                    progress(done, total)
+    if not np.isfinite(out).all():
+        raise BadInputError(f"{bundle.path}: members produced NaN or infinite logits on the held-out data")
+    if cache:
+        from wcx.atomic import atomic_write
+
+        with atomic_write(cache_file) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out)
+    return HeldOutLogits(out, provenance)
 
 
 def collect_logits(
@@ -52,47 +112,10 @@ def collect_logits(
     cache: bool = True,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
-    """Logits ``(M, N, K)`` float32 of every member on every row of ``x``.
-
-    Each member runs on the whole set (no cascade), on ``backend``, with the bundle's
-    preprocessing. With ``cache`` the result is stored in ``bundle/cache/`` and reused.
-    ``progress(done, total)`` is called after each chunk.
-    """
-    from wcx.data import validate_inputs
-    from wcx.runtime.backends import create_runner
-    from wcx.runtime.preprocess import Preprocessor
-
-    validate_inputs(x, where="held-out data", sample_shape=bundle.sample_shape)
-    cache_file = bundle.path / "cache" / f"logits-{_cache_key(bundle, x, backend)}.npy"
-    if cache and cache_file.is_file():
-        try:
-            cached = np.load(cache_file, allow_pickle=False)
-            if cached.shape == (len(bundle.members), x.shape[0], bundle.num_classes):
-                return cached
-        except (OSError, ValueError):
-            pass  # a damaged cache is recomputed, never trusted
-    pre = Preprocessor.from_manifest(bundle.preprocess)
-    n = int(x.shape[0])
-    out = np.empty((len(bundle.members), n, bundle.num_classes), dtype=np.float32)
-    total = len(bundle.members) * n
-    done = 0
-    for i, member in enumerate(bundle.members):
-        with create_runner(bundle, i, backend, threads=threads) as runner:
-            for start in range(0, n, batch_size):
-                chunk = pre(x[start : start + batch_size])
-                logits = runner.infer({member.input_name: chunk})["logits"]
-                out[i, start : start + chunk.shape[0]] = _to_numpy(logits)
-                done += chunk.shape[0]
-                if progress is not None:
-                    progress(done, total)
-    if not np.isfinite(out).all():
-        raise BadInputError(f"{bundle.path}: members produced NaN or infinite logits on the held-out data")
-    if cache:
-        from wcx.atomic import atomic_write
-
-        with atomic_write(cache_file) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, out)
-    return out
+    """Logits ``(M, N, K)`` float32 of every member on every row of ``x`` (see
+    :func:`run_members`, which also returns their provenance)."""
+    return run_members(bundle, x, backend=backend, threads=threads, batch_size=batch_size, cache=cache,
+                       progress=progress).logits
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -147,7 +170,7 @@ def load_logits(path: str | Path, *, require_labels: bool = False) -> LogitsFile
 
 def latency_costs(bench_rows: list[dict[str, Any]], member_names: list[str]) -> list[float]:
     """Per-input latency (ms) of each member from ``wcx bench --json`` rows, at the largest
-    batch size benchmarked for that member (method: issue 3, ``--cost latency``)."""
+    batch size benchmarked for that member (``--cost latency``)."""
     costs = []
     for name in member_names:
         rows = [r for r in bench_rows if r.get("config") == f"member:{name}"]
@@ -160,12 +183,14 @@ def latency_costs(bench_rows: list[dict[str, Any]], member_names: list[str]) -> 
 
 @dataclass
 class BundleCalibration:
-    """What :func:`calibrate_bundle` produced: the fitted calibrator, its report and logits."""
+    """What :func:`calibrate_bundle` produced: the fitted calibrator, its report, the logits and
+    their provenance."""
 
     calibrator: CascadeCalibrator
     report: dict[str, Any]
     logits: np.ndarray
     labels: np.ndarray | None
+    provenance: Provenance | None = None
     test_logits: np.ndarray | None = None
     test_labels: np.ndarray | None = None
 
@@ -182,46 +207,82 @@ def calibrate_bundle(
     ood: Dataset | None = None,
     write_manifest: bool = True,
     progress: ProgressFn | None = None,
+    **options: Any,
 ) -> BundleCalibration:
     """Fit ``calibrator`` on ``bundle``'s logits for ``data`` and (when certified or when the
     empirical fit found a threshold) write the policy and calibration into the manifest.
 
     ``member_costs`` default to the members' MACs. ``test`` is evaluated with the fitted
-    thresholds, never re-fitted. ``ood`` (OOD task) only reports FPR and AUROC. The report is
-    returned even when the fit failed; the caller decides the exit (``raise_if_failed``).
+    thresholds, never re-fitted. ``ood`` (OOD task) only reports FPR and AUROC. ``options`` go
+    to the backend's runners. The report is returned even when the fit failed; the caller
+    decides the exit (``raise_if_failed``).
     """
-    if calibrator.task == "selective" and data.y is None:
-        raise BadInputError(f"{data.path}: selective calibration needs labels 'y'")
-    kw = {"backend": backend, "threads": threads, "progress": progress}
-    logits = collect_logits(bundle, data.x, **kw)
-    ood_logits = collect_logits(bundle, ood.x, **kw) if ood is not None else None
+    if calibrator.target.needs_labels and data.y is None:
+        raise BadInputError(f"{data.path}: {calibrator.task} calibration needs labels 'y'")
+    kw: dict[str, Any] = {"backend": backend, "threads": threads, "progress": progress, **options}
+    held = run_members(bundle, data.x, **kw)
+    ood_logits = run_members(bundle, ood.x, **kw).logits if ood is not None else None
     macs = [float(m) for m in bundle.member_macs]
     calibrator.fit(
-        logits, data.y, member_costs=macs if member_costs is None else member_costs,
+        held.logits, data.y, member_costs=macs if member_costs is None else member_costs,
         member_macs=macs, ood_logits=ood_logits,
     )
     test_report = None
     test_logits = None
     if test is not None:
-        if calibrator.task == "selective" and test.y is None:
+        if calibrator.target.needs_labels and test.y is None:
             raise BadInputError(f"{test.path}: the test set needs labels 'y'")
-        test_logits = collect_logits(bundle, test.x, **kw)
+        test_logits = run_members(bundle, test.x, **kw).logits
         test_report = calibrator.evaluate(test_logits, test.y, ood_logits=ood_logits)
-    report = calibrator.report_dict(test=test_report)
+    result = calibrator.result_
+    report = result.report_dict(test=test_report)
     report["backend"] = backend
-    report["precision"] = bundle_precision(bundle)
+    report["precision"] = held.provenance.precision
     report["bundle"] = str(bundle.path)
-    deployable = calibrator.certified_ if calibrator.delta is not None else np.isfinite(calibrator.tau_)
-    if write_manifest and deployable:
-        bundle.update_sections(
-            policy=calibrator.to_policy_dict(),
-            calibration=calibrator.to_calibration_dict(backend=backend, precision=bundle_precision(bundle)),
-        )
-    report["manifest_written"] = bool(write_manifest and deployable)
+    if write_manifest and result.deployable:
+        bundle.update_sections(policy=result.policy_section(),
+                               calibration=result.calibration_section(held.provenance))
+    report["manifest_written"] = bool(write_manifest and result.deployable)
     return BundleCalibration(
-        calibrator=calibrator, report=report, logits=logits, labels=data.y,
+        calibrator=calibrator, report=report, logits=held.logits, labels=data.y, provenance=held.provenance,
         test_logits=test_logits, test_labels=None if test is None else test.y,
     )
+
+
+@dataclass
+class LogitsCalibration:
+    """What :func:`calibrate_logits` produced: the fitted calibrator, its report and the logits."""
+
+    calibrator: CascadeCalibrator
+    report: dict[str, Any]
+    logits: np.ndarray
+    labels: np.ndarray | None
+
+
+def calibrate_logits(
+    logits: str | Path | LogitsFile,
+    calibrator: CascadeCalibrator,
+    *,
+    test: str | Path | LogitsFile | None = None,
+) -> LogitsCalibration:
+    """Fit ``calibrator`` on cached logits (``wcx calibrate --logits``): a logits ``.npz`` with
+    ``logits`` (M, N, K), labels ``y`` when the task needs them, and optional ``macs`` (M,)
+    (the cost per member; without it each member costs 1). ``test`` (same format) is evaluated
+    with the fitted thresholds, never re-fitted. Nothing is written into a bundle."""
+    if calibrator.cost == "latency":
+        raise BadInputError("cost 'latency' needs a bundle (member names to match the bench rows)")
+    need = calibrator.target.needs_labels
+    cal = logits if isinstance(logits, LogitsFile) else load_logits(logits, require_labels=need)
+    costs = cal.macs if (calibrator.cost == "macs" and cal.macs is not None) else None
+    calibrator.fit(cal.logits, cal.y, member_costs=costs, member_macs=cal.macs)
+    test_report = None
+    if test is not None:
+        t = test if isinstance(test, LogitsFile) else load_logits(test, require_labels=need)
+        test_report = calibrator.evaluate(t.logits, t.y)
+    report = calibrator.report_dict(test=test_report)
+    report["backend"] = None
+    report["manifest_written"] = False
+    return LogitsCalibration(calibrator=calibrator, report=report, logits=cal.logits, labels=cal.y)
 
 
 def load_dataset_for(bundle: Bundle, path: str | Path, *, require_labels: bool) -> Dataset:

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wcx.calibration.metrics import risk_coverage_curve
-from wcx.calibration.policy import AllPolicy, NonePolicy, simulate_from_stages
-from wcx.calibration.scores import stage_outputs
+from wcx.calibration.simulator import simulate_from_stages
 from wcx.calibration.window import SearchPoint, pareto_front
+from wcx.core.policy import AllPolicy, NonePolicy
+from wcx.core.scores import stage_outputs
 
 if TYPE_CHECKING:
     from wcx.calibration.calibrator import CascadeCalibrator
@@ -41,7 +42,7 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    calibrator._check_fitted()
+    result = calibrator.result_  # NotFittedError before fit
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -52,16 +53,17 @@ def write_report(
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for name, pol in (
             ("first member", NonePolicy()),
-            ("cascade", calibrator.policy_),
+            ("cascade", result.policy),
             ("full ensemble", AllPolicy()),
         ):
             o = simulate_from_stages(scores, preds, pol)
             cov, risk, _ = risk_coverage_curve(o.score, o.pred != labels)
             ax.plot(cov, 100 * risk, label=f"{name} ({pol.kind})")
-        if calibrator.task == "selective":
-            ax.axhline(100 * calibrator.risk, color="grey", ls="--", lw=1, label="target risk")
-        o = simulate_from_stages(scores, preds, calibrator.policy_)
-        accept = o.score >= calibrator.tau_
+        if calibrator.target.risk_coverage_target is not None:
+            ax.axhline(100 * calibrator.target.risk_coverage_target, color="grey", ls="--", lw=1,
+                       label="target risk")
+        o = simulate_from_stages(scores, preds, result.policy)
+        accept = o.score >= result.tau
         if accept.any():
             ax.plot([accept.mean()], [100 * np.mean(o.pred[accept] != labels[accept])], "ko", label="fitted tau")
         ax.set_xlabel("coverage")
@@ -69,10 +71,10 @@ def write_report(
         ax.set_title("Risk-coverage")
         written.append(_save(fig, ax, out / "risk_coverage.png"))
 
-    search = calibrator.search_
+    search = result.search
     if search is not None:
         unit = "expected MACs per input" if calibrator.cost == "macs" else "expected latency per input (s)"
-        what = "coverage at target risk" if calibrator.task == "selective" else "flag agreement with ensemble"
+        what = calibrator.target.quality_label
         fig, ax = plt.subplots(figsize=(6, 4.5))
         ax.scatter(
             [p.expected_cost for p in search.curve],

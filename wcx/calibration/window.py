@@ -46,16 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from wcx.calibration.metrics import coverage_at_risk, coverage_at_risk_weighted, threshold_at_tpr
-from wcx.calibration.policy import (
-    AllPolicy,
-    NonePolicy,
-    ThresholdPolicy,
-    WindowPolicy,
-    expected_cost,
-    simulate_from_stages,
-)
-from wcx.calibration.risk_control import fit_empirical_threshold
+from wcx.calibration.simulator import expected_cost, simulate_from_stages
+from wcx.calibration.targets import Target
+from wcx.core.policy import EMPTY, AllPolicy, NonePolicy, Policy, ThresholdPolicy, WindowPolicy, window_to_json
 from wcx.errors import BadInputError
 
 #: the reference method's fixed band (+-10%, about 20% of the inputs pass)
@@ -64,8 +57,8 @@ REFERENCE_WIDTHS: tuple[float, float] = (0.10, 0.10)
 DEFAULT_WIDTH_GRID: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 #: paired bootstrap resamples that measure the noise of each cascade's gap
 DEFAULT_N_BOOT: int = 100
-#: a finite empty window (lo > hi) for a stage no fitting input reaches
-EMPTY_WINDOW: tuple[float, float] = (1.0, 0.0)
+#: the window of a stage no fitting input reaches (no input continues from it)
+EMPTY_WINDOW: tuple[float, float] = EMPTY
 
 
 def _quantile_sorted(sorted_scores: np.ndarray, level: float) -> float:
@@ -90,22 +83,15 @@ def quantile_band(scores: np.ndarray, tau: float, w_lo: float, w_hi: float) -> t
     return _quantile_sorted(s, q - w_lo), _quantile_sorted(s, q + w_hi)
 
 
-def stage_operating_thresholds(
-    scores: np.ndarray, errors: np.ndarray | None, *, task: str, target: float
-) -> list[float]:
+def stage_operating_thresholds(scores: np.ndarray, errors: np.ndarray | None, target: Target) -> list[float]:
     """``tau_m`` of every non-final stage-m ensemble, on all the given inputs.
 
-    ``scores`` and ``errors`` are ``(M, N)``; selective: the empirical threshold for risk
-    ``target`` (``inf`` when none meets it); OOD: :func:`threshold_at_tpr` for TPR ``target``
-    (``errors`` unused).
+    ``scores`` and ``errors`` are ``(M, N)`` (``errors`` None for a label-free target); each
+    threshold is the target's operating threshold of that stage alone (selective: the empirical
+    threshold of the risk target, ``inf`` when none meets it; OOD: the target TPR's threshold).
     """
-    taus = []
-    for m in range(scores.shape[0] - 1):
-        if task == "selective":
-            taus.append(fit_empirical_threshold(scores[m], errors[m], target).tau)
-        else:
-            taus.append(threshold_at_tpr(scores[m], target))
-    return taus
+    return [target.stage_threshold(scores[m], None if errors is None else errors[m])
+            for m in range(scores.shape[0] - 1)]
 
 
 def windows_for_widths(
@@ -183,7 +169,7 @@ class SearchPoint:
     def to_dict(self) -> dict[str, Any]:
         return {
             "widths": [list(w) for w in self.widths],
-            "windows": [list(w) for w in self.windows],
+            "windows": [window_to_json(w) for w in self.windows],
             "pass_fraction": list(self.pass_fraction),
             "expected_cost": self.expected_cost,
             "quality": self.quality,
@@ -211,10 +197,11 @@ class WindowSearch:
 
 
 class CascadeQuality:
-    """Quality of cascades on fitting data with precomputed stage scores/predictions.
+    """Quality of cascades on fitting data with precomputed stage scores/predictions ``(M, N)``.
 
-    ``y`` is needed for ``task="selective"`` (target = risk), not for ``"ood"`` (target = TPR).
-    ``n_boot`` paired bootstrap resamples (drawn once from ``seed``) measure each gap's noise.
+    ``target`` decides what quality is (selective: coverage at the target risk, with labels
+    ``y``; OOD: agreement with the full ensemble's flags). ``n_boot`` paired bootstrap
+    resamples (drawn once from ``seed``) measure each gap's noise.
     """
 
     def __init__(
@@ -223,26 +210,19 @@ class CascadeQuality:
         preds: np.ndarray,
         y: np.ndarray | None,
         *,
-        task: str,
-        target: float,
+        target: Target,
         member_costs: Sequence[float] | np.ndarray,
         n_boot: int = DEFAULT_N_BOOT,
         seed: int = 0,
     ) -> None:
         self.scores = np.asarray(scores, dtype=np.float64)
         self.preds = np.asarray(preds)
-        self.task = task
         self.target = target
         self.costs = np.asarray(member_costs, dtype=np.float64)
         m_total, _ = self.scores.shape
         if self.costs.shape != (m_total,):
             raise BadInputError(f"need {m_total} member costs, got {self.costs.size}")
-        if task == "selective":
-            if y is None:
-                raise BadInputError("selective classification needs labels y")
-            self.errors = self.preds != np.asarray(y)[None, :]
-        else:
-            self.errors = None
+        self.errors = target.errors(self.preds, y)
         if n_boot < 0:
             raise BadInputError(f"n_boot must be >= 0, got {n_boot}")
         n = self.scores.shape[1]
@@ -250,34 +230,23 @@ class CascadeQuality:
         counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
         self.boot_weights = counts.astype(np.uint16)  # counts are tiny; 4x less memory than int64
         full = simulate_from_stages(self.scores, self.preds, AllPolicy())
-        if task == "ood":
-            self.ensemble_flags = full.score < threshold_at_tpr(full.score, target)
+        self.reference = target.reference(full.score)
         self.ensemble_quality = self.quality_of(full.exit_stage, full.score)
         self.ensemble_boot = self.boot_quality_of(full.exit_stage, full.score)
 
+    def _exit_errors(self, exit_stage: np.ndarray) -> np.ndarray | None:
+        return None if self.errors is None else self.errors[exit_stage - 1, np.arange(exit_stage.size)]
+
     def quality_of(self, exit_stage: np.ndarray, score: np.ndarray) -> float:
-        if self.task == "selective":
-            err = self.errors[exit_stage - 1, np.arange(exit_stage.size)]
-            return coverage_at_risk(score, err, self.target)
-        flags = score < threshold_at_tpr(score, self.target)
-        return 1.0 - float(np.mean(flags != self.ensemble_flags))
+        return self.target.quality(score, self._exit_errors(exit_stage), self.reference)
 
     def boot_quality_of(self, exit_stage: np.ndarray, score: np.ndarray) -> np.ndarray:
-        """``quality_of`` on every bootstrap resample, ``(n_boot,)``.
-
-        OOD: the flags stay those of the thresholds fitted on all the fitting data; only the
-        disagreement rate is resampled.
-        """
-        w = self.boot_weights
-        if w.shape[0] == 0:
+        """``quality_of`` on every bootstrap resample, ``(n_boot,)``."""
+        if self.boot_weights.shape[0] == 0:
             return np.zeros(0)
-        if self.task == "selective":
-            err = self.errors[exit_stage - 1, np.arange(exit_stage.size)]
-            return coverage_at_risk_weighted(score, err, self.target, w)
-        differs = (score < threshold_at_tpr(score, self.target)) != self.ensemble_flags
-        return 1.0 - (w @ differs.astype(np.float64)) / w.sum(axis=1)
+        return self.target.boot_quality(score, self._exit_errors(exit_stage), self.reference, self.boot_weights)
 
-    def evaluate(self, policy: Any, widths: tuple[tuple[float, float], ...], eps: float) -> SearchPoint:
+    def evaluate(self, policy: Policy, widths: tuple[tuple[float, float], ...], eps: float) -> SearchPoint:
         out = simulate_from_stages(self.scores, self.preds, policy)
         quality = self.quality_of(out.exit_stage, out.score)
         gap = self.ensemble_quality - quality
@@ -311,8 +280,7 @@ def search_windows(
     preds: np.ndarray,
     y: np.ndarray | None,
     *,
-    task: str,
-    target: float,
+    target: Target,
     member_costs: Sequence[float] | np.ndarray,
     eps: float = 0.005,
     width_grid: Sequence[float] = DEFAULT_WIDTH_GRID,
@@ -323,7 +291,7 @@ def search_windows(
 ) -> WindowSearch:
     """Search window widths on fitting data (stage scores and predictions ``(M, N)``, M >= 2).
 
-    ``target`` is the risk (selective) or the TPR (OOD). With ``fixed_widths`` the same
+    ``target`` says what quality is (:mod:`wcx.calibration.targets`). With ``fixed_widths`` the same
     ``(w_lo, w_hi)`` is used at every stage and no search is made (``best`` is that point).
     The widest grid point (1.0, 1.0) reproduces the full ensemble on the fitting data (gap 0 on
     every resample), so a feasible point always exists when the grid contains 1.0. ``n_boot``
@@ -338,10 +306,9 @@ def search_windows(
     grid = sorted({float(w) for w in width_grid})
     if not grid or grid[0] < 0:
         raise BadInputError(f"width grid must be non-empty with widths >= 0, got {list(width_grid)}")
-    cq = CascadeQuality(scores, preds, y, task=task, target=target, member_costs=member_costs,
+    cq = CascadeQuality(scores, preds, y, target=target, member_costs=member_costs,
                         n_boot=0 if fixed_widths is not None else n_boot, seed=seed)
-    errors = cq.errors if task == "selective" else None
-    stage_taus = stage_operating_thresholds(scores, errors, task=task, target=target)
+    stage_taus = stage_operating_thresholds(scores, cq.errors, target)
     cache: dict[tuple[tuple[float, float], ...], SearchPoint] = {}
 
     def point(widths: tuple[tuple[float, float], ...]) -> SearchPoint:

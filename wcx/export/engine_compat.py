@@ -1,10 +1,11 @@
-"""TensorRT engine facts that need no GPU: profiles, chunking, compatibility, availability.
+"""TensorRT engine facts that need no GPU: profiles, compatibility, availability.
 
 Everything here is pure Python (no ``tensorrt``, no ``torch`` at import time) so that it can be
 unit-tested anywhere; the engine builder (:mod:`wcx.export.tensorrt_engine`) and the runner
 (:mod:`wcx.runtime.tensorrt_runner`) call into it.
 
-The manifest's ``engines`` section, written by ``build_engines``::
+The manifest's ``engines`` section (typed as :class:`wcx.core.manifest.EnginesSection`), written
+by ``build_engines``::
 
     "engines": {
       "backend": "tensorrt",
@@ -36,6 +37,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wcx.core.manifest import EngineRecord, Manifest
 from wcx.errors import BadInputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -126,18 +128,18 @@ def tensorrt_available() -> tuple[bool, str]:
 
 
 # -------------------------------------------------------------------------------------------
-# Profiles and chunking
+# Profiles
 # -------------------------------------------------------------------------------------------
 def validate_batch_sizes(opt_batch: int, max_batch: int) -> None:
-    """Check ``1 <= opt_batch <= max_batch`` (integers), naming the CLI options on failure."""
-    for option, value in (("--opt-batch", opt_batch), ("--max-batch", max_batch)):
+    """Check ``1 <= opt_batch <= max_batch`` (integers), naming the parameters on failure."""
+    for option, value in (("opt_batch", opt_batch), ("max_batch", max_batch)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadInputError(f"{option}: expected an integer, got {value!r}")
         if value < 1:
             raise BadInputError(f"{option}: must be at least 1, got {value}")
     if opt_batch > max_batch:
         raise BadInputError(
-            f"--opt-batch ({opt_batch}) must not exceed --max-batch ({max_batch}): "
+            f"opt_batch ({opt_batch}) must not exceed max_batch ({max_batch}): "
             "the optimization profile needs 1 <= opt <= max"
         )
 
@@ -194,35 +196,6 @@ def profile_shapes(
     return {"min": [1, *rest], "opt": [opt_batch, *rest], "max": [max_batch, *rest]}
 
 
-def profile_max_batch(record: Mapping[str, Any]) -> int:
-    """The largest batch an engine record's profile accepts."""
-    try:
-        value = int(record["profile"]["max"][0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise BadInputError(
-            f"engine record for member {record.get('member', '?')!r} has no valid profile; "
-            f"rebuild the engines: {rebuild_hint()}"
-        ) from None
-    if value < 1:
-        raise BadInputError(f"engine record for member {record.get('member', '?')!r} has max batch {value}")
-    return value
-
-
-def chunk_ranges(n: int, max_batch: int) -> list[tuple[int, int]]:
-    """Split ``n`` rows into ``[start, stop)`` chunks of at most ``max_batch`` rows.
-
-    >>> chunk_ranges(10, 4)
-    [(0, 4), (4, 8), (8, 10)]
-    >>> chunk_ranges(0, 4)
-    []
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    return [(start, min(start + max_batch, n)) for start in range(0, n, max_batch)]
-
-
 def trt_unsupported_qdq(model: Any) -> list[str]:
     """Q/DQ patterns in an ONNX ``ModelProto`` that TensorRT's parser rejects, one line each.
 
@@ -264,22 +237,14 @@ def make_engine_record(
     output_name: str,
     profile: Mapping[str, Sequence[int]],
     build_options: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> EngineRecord:
     """One member's entry of the manifest's ``engines.members`` (see the module docstring)."""
-    return {
-        "member": member,
-        "file": file_ref["file"],
-        "sha256": file_ref["sha256"],
-        "tensorrt_version": str(tensorrt_version),
-        "gpu_name": str(gpu_name),
-        "compute_capability": normalize_compute_capability(compute_capability),
-        "onnx_sha256": onnx_sha256,
-        "precision": precision,
-        "input_name": input_name,
-        "output_name": output_name,
-        "build_options": dict(build_options),
-        "profile": {k: [int(d) for d in profile[k]] for k in ("min", "opt", "max")},
-    }
+    return EngineRecord(
+        member=member, file=file_ref["file"], sha256=file_ref["sha256"], tensorrt_version=str(tensorrt_version),
+        gpu_name=str(gpu_name), compute_capability=normalize_compute_capability(compute_capability),
+        onnx_sha256=onnx_sha256, precision=precision, input_name=input_name, output_name=output_name,
+        build_options=dict(build_options), profile={k: [int(d) for d in profile[k]] for k in ("min", "opt", "max")},
+    )
 
 
 def normalize_compute_capability(value: object) -> str:
@@ -292,29 +257,20 @@ def normalize_compute_capability(value: object) -> str:
     return text
 
 
-def engine_record_for(manifest: Mapping[str, Any], member: str, *, bundle_path: object | None = None) -> dict:
+def engine_record_for(manifest: Manifest, member: str, *, bundle_path: object | None = None) -> EngineRecord:
     """The engine record of ``member`` in a manifest, or a ``BadInputError`` saying how to build one."""
-    section = manifest.get("engines") or {}
-    records = section.get("members") if isinstance(section, Mapping) else None
-    record = records.get(member) if isinstance(records, Mapping) else None
-    if not isinstance(record, Mapping):
+    record = None if manifest.engines is None else manifest.engines.members.get(member)
+    if record is None:
         raise BadInputError(
             f"{bundle_path or 'the bundle'} has no TensorRT engine for member {member!r}: build the "
             f"engines on the deployment machine with '{rebuild_hint(bundle_path)}' "
             "(or use --backend onnxruntime)"
         )
-    required = ("file", "sha256", "tensorrt_version", "compute_capability", "onnx_sha256", "profile")
-    missing = [k for k in required if k not in record]
-    if missing:
-        raise BadInputError(
-            f"the engine record of member {member!r} lacks {', '.join(missing)}; rebuild the engines: "
-            f"{rebuild_hint(bundle_path)}"
-        )
-    return dict(record)
+    return record
 
 
 def check_engine_compatible(
-    record: Mapping[str, Any],
+    record: EngineRecord,
     *,
     trt_version: str,
     gpu_name: str,
@@ -330,21 +286,21 @@ def check_engine_compatible(
     changed member makes the engine stale). A different GPU name with the same compute
     capability is only logged as a warning.
     """
-    member = record.get("member", "?")
+    member = record.member
     differences: list[str] = []
-    built_version = str(record.get("tensorrt_version"))
+    built_version = record.tensorrt_version
     if built_version != str(trt_version):
         differences.append(
             f"it was built with TensorRT {built_version}, this machine has TensorRT {trt_version}"
         )
-    built_cc = normalize_compute_capability(record.get("compute_capability"))
+    built_cc = normalize_compute_capability(record.compute_capability)
     here_cc = normalize_compute_capability(compute_capability)
     if built_cc != here_cc:
         differences.append(
-            f"it was built for GPU compute capability {built_cc} ({record.get('gpu_name', '?')}), "
+            f"it was built for GPU compute capability {built_cc} ({record.gpu_name or '?'}), "
             f"this GPU ({gpu_name}) has compute capability {here_cc}"
         )
-    built_onnx = str(record.get("onnx_sha256"))
+    built_onnx = record.onnx_sha256
     if built_onnx != str(onnx_sha256):
         differences.append(
             f"the member's ONNX changed since the build (engine built from sha256 {built_onnx[:12]}..., "
@@ -356,7 +312,7 @@ def check_engine_compatible(
             f"Rebuild the engines on this machine with '{rebuild_hint(bundle_path)}' "
             "(or run with --backend onnxruntime)"
         )
-    built_gpu = record.get("gpu_name")
+    built_gpu = record.gpu_name
     if built_gpu is not None and str(built_gpu) != str(gpu_name):
         log.warning(
             "the TensorRT engine of member %r was built on %s and runs on %s (same compute capability "

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from wcx import __version__
-from wcx.bundle import PRECISIONS, MemberSpec, sha256_file, write_bundle
+from wcx.bundle import sha256_file, write_bundle
+from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, TorchSource
 from wcx.data import Dataset, load_npz
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
 from wcx.export.inputs import channel_stats, preprocess, random_inputs
@@ -155,12 +156,12 @@ def _check_names(names: Sequence[str] | None, sources: Sequence[str], defaults: 
         return [f"{n}-{i}" if counts[n] > 1 else n for i, n in enumerate(defaults)]
     names = list(names)
     if len(names) != len(sources):
-        raise BadInputError(f"--names: {len(names)} names for {len(sources)} models")
+        raise BadInputError(f"names: {len(names)} names for {len(sources)} models")
     for n in names:
         if not n or not set(n) <= _NAME_CHARS or n[0] in "._-":
-            raise BadInputError(f"--names: {n!r} is not a valid member name (letters, digits, '._-')")
+            raise BadInputError(f"names: {n!r} is not a valid member name (letters, digits, '._-')")
     if len(set(names)) != len(names):
-        raise BadInputError(f"--names: names must be unique, got {names}")
+        raise BadInputError(f"names: names must be unique, got {names}")
     return names
 
 
@@ -205,7 +206,7 @@ def _prepare_checks(
     source = None
     if precision == "int8":
         if calib is None:
-            raise BadInputError("--precision int8 needs --calib-data (held-out inputs for the INT8 ranges)")
+            raise BadInputError("precision int8 needs calib_data (held-out inputs for the INT8 ranges)")
         if evald is not None:
             range_idx = np.arange(len(calib))
             int8_eval = preprocess(evald.x, mean, std)
@@ -213,7 +214,7 @@ def _prepare_checks(
             source = f"{evald.path} ({len(evald)} inputs)"
         else:
             if not 0.0 < holdout_fraction < 1.0:
-                raise BadInputError(f"--holdout must be in (0, 1), got {holdout_fraction}")
+                raise BadInputError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
             perm = np.random.default_rng(seed).permutation(len(calib))
             n_eval = round(len(calib) * holdout_fraction)
             eval_idx, range_idx = np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
@@ -447,16 +448,16 @@ def export_bundle(
     tolerances = tolerances or Tolerances()
     out = Path(out)
     if precision not in PRECISIONS:
-        raise BadInputError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise BadInputError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     sample_shape = tuple(int(d) for d in input_shape)
     if len(sample_shape) != 3 or any(d <= 0 for d in sample_shape):
-        raise BadInputError(f"--input-shape: expected three positive integers C,H,W, got {list(input_shape)}")
+        raise BadInputError(f"input_shape: expected three positive integers C,H,W, got {list(input_shape)}")
     if not models:
         raise BadInputError("give at least one model")
     if opset < 13:
-        raise BadInputError(f"--opset: {opset} is too old (per-channel Q/DQ needs 13 or newer)")
+        raise BadInputError(f"opset: {opset} is too old (per-channel Q/DQ needs 13 or newer)")
     if max_batch < 1 or parity_samples < 1:
-        raise BadInputError("--max-batch and the number of parity samples must be positive")
+        raise BadInputError("max_batch and parity_samples must be positive")
     if out.exists() and not overwrite:
         raise BadInputError(f"{out} already exists (pass --overwrite to replace it)")
     mean_l, std_l = channel_stats(mean, std, sample_shape[0])
@@ -503,7 +504,7 @@ def export_bundle(
     provenance = dict(versions, export_options=options)
 
     reports: list[MemberReport] = []
-    pairs: list[tuple[MemberSpec, Path]] = []
+    pairs: list[tuple[MemberSection, Path]] = []
     extra: list[tuple[str, Path]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
@@ -527,14 +528,13 @@ def export_bundle(
             torch_source = None
             if weights is not None:
                 rel = f"members/{name}.safetensors"
-                torch_source = {"callable": source.callable, "file": rel, "sha256": sha256_file(weights)}
+                torch_source = TorchSource(str(source.callable), rel, sha256_file(weights))
                 extra.append((rel, weights))
-            member = MemberSpec(
-                name=name, file=f"members/{name}.onnx", sha256="", precision=precision,
-                input_name=in_name, input_shape=[None, *sample_shape], input_dtype="float32",
+            member = MemberSection(
+                name=name, file=f"members/{name}.onnx", sha256=sha256_file(onnx_path), precision=precision,
+                input=InputSection(name=in_name, shape=sample_shape, mean=tuple(mean_l), std=tuple(std_l)),
                 output_name=out_name, num_classes=report.num_classes, macs=report.macs,
-                preprocess={"mean": mean_l, "std": std_l}, torch_source=torch_source,
-                export_report=report.to_dict(),
+                torch_source=torch_source, export_report=report.to_dict(),
             )
             reports.append(report)
             pairs.append((member, onnx_path))

@@ -2,7 +2,8 @@
 
 Members take *preprocessed* float32 inputs: raw pixels are first brought to [0, 1] (uint8 is
 divided by 255, float32 is taken as already in [0, 1]; method.md section 5), then the bundle's
-per-channel ``(x - mean) / std`` is applied. The checks do exactly what the runtime will do.
+per-channel ``(x - mean) / std`` is applied. The checks run the runtime's own preprocessing
+(:class:`wcx.core.preprocess.Preprocessor`), so they see exactly what a deployed member sees.
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from wcx.core.manifest import InputSection
+from wcx.core.preprocess import Preprocessor
 from wcx.errors import BadInputError
-
-
-def to_unit_range(x: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 / 255; float32 unchanged (already in [0, 1])."""
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255.0)
-    return x.astype(np.float32, copy=False)
 
 
 def channel_stats(
@@ -32,21 +28,19 @@ def channel_stats(
         if len(vals) == 1:
             vals = vals * channels
         if len(vals) != channels:
-            raise BadInputError(f"--{name}: expected 1 or {channels} values (one per channel), got {len(vals)}")
+            raise BadInputError(f"{name}: expected 1 or {channels} values (one per channel), got {len(vals)}")
         if not all(np.isfinite(vals)):
-            raise BadInputError(f"--{name}: values must be finite, got {vals}")
+            raise BadInputError(f"{name}: values must be finite, got {vals}")
         out.append(vals)
     if any(s <= 0 for s in out[1]):
-        raise BadInputError(f"--std: values must be positive, got {out[1]}")
+        raise BadInputError(f"std: values must be positive, got {out[1]}")
     return out[0], out[1]
 
 
 def preprocess(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Scale ``x`` (N, C, H, W) to [0, 1] and apply per-channel ``(x - mean) / std`` (float32)."""
-    unit = to_unit_range(x)
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((unit - m) / s).astype(np.float32, copy=False)
+    section = InputSection(name="input", shape=tuple(int(d) for d in x.shape[1:]), mean=tuple(mean), std=tuple(std))
+    return Preprocessor(section)(x)
 
 
 def random_inputs(n: int, sample_shape: Sequence[int], *, seed: int) -> np.ndarray:

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wcx.bundle import Bundle, MemberSpec, sha256_file
+from wcx.bundle import Bundle, sha256_file
+from wcx.core.manifest import EngineRecord, EnginesSection, MemberSection, TimingCacheRecord
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.export.engine_compat import (
     ENGINE_DIR,
@@ -65,7 +66,7 @@ def python_log_level(trt_log_level: str) -> int:
 def check_log_level(trt_log_level: str) -> None:
     if trt_log_level not in TRT_LOG_LEVELS:
         raise BadInputError(
-            f"--trt-log-level: {trt_log_level!r} is not one of {', '.join(TRT_LOG_LEVELS)}"
+            f"log_level: {trt_log_level!r} is not one of {', '.join(TRT_LOG_LEVELS)}"
         )
 
 
@@ -123,7 +124,7 @@ def _parser_errors(parser: Any) -> list[str]:
     return errors
 
 
-def _select_members(bundle: Bundle, members: Sequence[str] | None) -> list[tuple[int, MemberSpec]]:
+def _select_members(bundle: Bundle, members: Sequence[str] | None) -> list[tuple[int, MemberSection]]:
     if members is None:
         return list(enumerate(bundle.members))
     wanted = set(bundle.member_indices(members))
@@ -132,20 +133,18 @@ def _select_members(bundle: Bundle, members: Sequence[str] | None) -> list[tuple
 
 def _load_timing_cache(bundle: Bundle, facts: dict[str, str], trt_version: str) -> bytes:
     """The bundle's timing cache if it was made by this TensorRT on this GPU, else ``b""``."""
-    section = bundle.manifest.get("engines") or {}
-    ref = section.get("timing_cache") if isinstance(section, dict) else None
-    if not isinstance(ref, dict) or "file" not in ref:
+    ref = None if bundle.engines is None else bundle.engines.timing_cache
+    if ref is None:
         return b""
-    same = (ref.get("tensorrt_version") == trt_version
-            and ref.get("compute_capability") == facts["compute_capability"]
-            and ref.get("gpu_name") == facts["gpu_name"])
+    same = (ref.tensorrt_version == trt_version and ref.compute_capability == facts["compute_capability"]
+            and ref.gpu_name == facts["gpu_name"])
     if not same:
-        log.info("timing cache %s was made by TensorRT %s on %s; starting a new one", ref["file"],
-                 ref.get("tensorrt_version"), ref.get("gpu_name"))
+        log.info("timing cache %s was made by TensorRT %s on %s; starting a new one", ref.file,
+                 ref.tensorrt_version, ref.gpu_name)
         return b""
-    path = bundle.file(ref["file"])
-    if not path.is_file() or sha256_file(path) != ref.get("sha256"):
-        log.warning("timing cache %s is missing or altered; starting a new one", ref["file"])
+    path = bundle.file(ref.file)
+    if not path.is_file() or sha256_file(path) != ref.sha256:
+        log.warning("timing cache %s is missing or altered; starting a new one", ref.file)
         return b""
     return path.read_bytes()
 
@@ -165,7 +164,7 @@ def _build_member(
     timing_cache: Any,
     bundle: Bundle,
     index: int,
-    member: MemberSpec,
+    member: MemberSection,
     *,
     opt_batch: int,
     max_batch: int,
@@ -203,10 +202,10 @@ def _build_member(
     if network.num_inputs != 1:
         raise BadInputError(f"member {member.name!r} has {network.num_inputs} inputs; wcx members take one")
     net_input = network.get_input(0)
-    if net_input.name != member.input_name:
+    if net_input.name != member.input.name:
         raise BadInputError(
             f"member {member.name!r}: the ONNX input is named {net_input.name!r}, "
-            f"the manifest says {member.input_name!r}"
+            f"the manifest says {member.input.name!r}"
         )
     output_names = [network.get_output(i).name for i in range(network.num_outputs)]
     if member.output_name not in output_names:
@@ -246,7 +245,7 @@ def build_engines(
     workspace_mb: int | None = None,
     log_level: str = "warning",
     members: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[EngineRecord]:
     """Build a TensorRT engine for each member (or the named ``members``) of ``bundle``.
 
     Returns the new engine records (the manifest's ``engines.members`` entries, stage order).
@@ -260,7 +259,7 @@ def build_engines(
     validate_batch_sizes(opt_batch, max_batch)
     if workspace_mb is not None and (isinstance(workspace_mb, bool) or not isinstance(workspace_mb, int)
                                      or workspace_mb < 1):
-        raise BadInputError(f"--workspace-mb: expected a positive integer, got {workspace_mb!r}")
+        raise BadInputError(f"workspace_mb: expected a positive integer, got {workspace_mb!r}")
     check_log_level(log_level)
     selected = _select_members(bundle, members)
 
@@ -279,7 +278,7 @@ def build_engines(
     build_options = {"opt_batch": opt_batch, "max_batch": max_batch, "workspace_mb": workspace_mb,
                      "strongly_typed": True, "timing_cache": True}
     staged: list[tuple[Path, str]] = []
-    records: list[dict[str, Any]] = []
+    records: list[EngineRecord] = []
     try:
         for index, member in selected:
             rel = engine_file(member.name)
@@ -300,8 +299,9 @@ def build_engines(
         staged.append((cache_tmp, TIMING_CACHE_FILE))
         with open(cache_tmp, "wb") as fh:
             fh.write(memoryview(timing_cache.serialize()))
-        cache_ref = {"file": TIMING_CACHE_FILE, "sha256": sha256_file(cache_tmp),
-                     "tensorrt_version": trt_version, **facts}
+        cache_ref = TimingCacheRecord(file=TIMING_CACHE_FILE, sha256=sha256_file(cache_tmp),
+                                      tensorrt_version=trt_version, gpu_name=facts["gpu_name"],
+                                      compute_capability=facts["compute_capability"])
         # Every build succeeded: move the files into place, then record them.
         for tmp, rel in staged:
             os.replace(tmp, bundle.file(rel))
@@ -309,12 +309,11 @@ def build_engines(
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
 
-    section = dict(bundle.manifest.get("engines") or {})
-    kept = {name: rec for name, rec in (section.get("members") or {}).items()
-            if name in {m.name for m in bundle.members}}
-    kept.update({rec["member"]: rec for rec in records})
+    before = {} if bundle.engines is None else dict(bundle.engines.members)
+    kept = {name: rec for name, rec in before.items() if name in {m.name for m in bundle.members}}
+    kept.update({rec.member: rec for rec in records})
     order = [m.name for m in bundle.members if m.name in kept]
-    bundle.update_sections(engines={"backend": "tensorrt", "timing_cache": cache_ref,
-                                    "members": {name: kept[name] for name in order}})
+    bundle.update_sections(engines=EnginesSection(members={name: kept[name] for name in order},
+                                                  timing_cache=cache_ref))
     log.info("wrote %d TensorRT engine(s) to %s/%s", len(records), bundle.path, ENGINE_DIR)
     return records

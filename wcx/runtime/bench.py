@@ -18,13 +18,12 @@ latencies of its stages measured standalone at the sizes the cascade actually ra
 (``floor_ms``; padded bucket sizes on backends that pad, exact sizes on ONNX Runtime): 1.0 means
 the cascade costs nothing beyond its members.
 
-The library draws a progress bar (rich, on stderr) only when asked or when stderr is a terminal;
-it never prints results.
+Progress is reported through a ``progress(done, total)`` callback (the command line draws the
+bar); the library never prints.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,10 +33,12 @@ from typing import Any
 import numpy as np
 
 from wcx.bundle import Bundle
+from wcx.core.policy import AllPolicy
 from wcx.data import validate_inputs
 from wcx.errors import BadInputError
 from wcx.runtime.cascade import Cascade
-from wcx.runtime.executor import AllRule
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -69,41 +70,6 @@ def _stats(times: list[float], batch_size: int) -> dict[str, float]:
             "throughput": float(batch_size / (t.mean() / 1000.0))}
 
 
-class _Progress:
-    def __init__(self, enabled: bool | None, total: int) -> None:
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("benchmark", total=total)
-
-    def step(self, description: str, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, description=description)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _time(fn: Callable[[], Any], warmup: int, repeats: int, progress: _Progress, label: str) -> list[float]:
-    for _ in range(warmup):
-        fn()
-        progress.step(label)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        progress.step(label)
-    return times
-
-
 def benchmark(
     bundle: Bundle | str | Path | Cascade,
     x: np.ndarray,
@@ -116,13 +82,13 @@ def benchmark(
     strict: bool = False,
     policy: str | dict[str, Any] | None = None,
     device: str | None = None,
-    progress: bool | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[BenchRow]:
     """Benchmark the cascade, the full ensemble and each member at every batch size.
 
     ``bundle`` may also be a loaded :class:`Cascade` (it is not closed). Returns one
     :class:`BenchRow` per configuration and batch size: cascade first, then ensemble, then the
-    members, for each batch size in order.
+    members, for each batch size in order. ``progress(done, total)`` is called after each round.
     """
     if warmup < 0 or repeats < 1:
         raise BadInputError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
@@ -142,61 +108,59 @@ def benchmark(
 
 
 def _run(cascade: Cascade, x: np.ndarray, sizes: list[int], warmup: int, repeats: int,
-         progress_opt: bool | None) -> list[BenchRow]:
+         progress: ProgressFn | None) -> list[BenchRow]:
     ex = cascade.executor
     m_total = cascade.n_stages
     names = cascade.member_names
-    progress = _Progress(progress_opt, len(sizes) * (warmup + repeats))
+    total_rounds = len(sizes) * (warmup + repeats)
     rows: list[BenchRow] = []
-    try:
-        for b in sizes:
-            batch = x[np.arange(b) % x.shape[0]]
-            common = {"batch_size": b, "backend": cascade.backend, "repeats": repeats}
-            # the cascade's subset sizes on this batch (the same on every call)
-            probe = cascade(batch, timing=True)
-            timing = probe.timing
-            assert timing is not None
-            needed = {(m, b) for m in range(m_total)}
-            needed |= {(m, p) for m, p in enumerate(timing.padded_rows) if p > 0}
-            xp_all = ex.prepare(x[np.arange(max(s for _, s in needed)) % x.shape[0]])
+    for i, b in enumerate(sizes):
+        batch = x[np.arange(b) % x.shape[0]]
+        common = {"batch_size": b, "backend": cascade.backend, "repeats": repeats}
+        # the cascade's subset sizes on this batch (the same on every call)
+        probe = cascade(batch, timing=True)
+        timing = probe.timing
+        assert timing is not None
+        needed = {(m, b) for m in range(m_total)}
+        needed |= {(m, p) for m, p in enumerate(timing.padded_rows) if p > 0}
+        xp_all = ex.prepare(x[np.arange(max(s for _, s in needed)) % x.shape[0]])
 
-            def member_fn(m: int, size: int, xp_all: Any = xp_all) -> Callable[[], Any]:
-                xp = xp_all[:size]
+        def member_fn(m: int, size: int, xp_all: Any = xp_all) -> Callable[[], Any]:
+            xp = xp_all[:size]
 
-                def run_alone() -> None:
-                    ex.run_member(m, xp)
-                    ex.synchronize()
+            def run_alone() -> None:
+                ex.run_member(m, xp)
+                ex.synchronize()
 
-                return run_alone
+            return run_alone
 
-            configs: dict[Any, Callable[[], Any]] = {
-                "cascade": lambda batch=batch: cascade(batch),
-                "ensemble": lambda batch=batch: cascade(batch, rule=AllRule()),
-            }
-            for key in sorted(needed):
-                configs[key] = member_fn(*key)
-            # Interleaved rounds: every configuration is timed once per round, so a change in
-            # machine load affects the cascade and the stages it is compared with alike.
-            times: dict[Any, list[float]] = {k: [] for k in configs}
-            for r in range(warmup + repeats):
-                for key, fn in configs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    elapsed = time.perf_counter() - t0
-                    if r >= warmup:
-                        times[key].append(elapsed)
-                progress.step(f"batch {b}: round {r + 1}/{warmup + repeats}")
-            cascade_row = BenchRow("cascade", **_stats(times["cascade"], b), pass_fraction=probe.pass_fraction,
-                                   stage_rows=timing.stage_rows, padded_rows=timing.padded_rows, **common)
-            floor = sum(float(np.median(times[(m, p)])) * 1000.0
-                        for m, p in enumerate(timing.padded_rows) if p > 0)
-            cascade_row.floor_ms = floor
-            cascade_row.overhead = cascade_row.p50_ms / floor if floor > 0 else None
-            rows.append(cascade_row)
-            rows.append(BenchRow("ensemble", **_stats(times["ensemble"], b), pass_fraction=[1.0] * m_total,
-                                 **common))
-            rows.extend(BenchRow(f"member:{names[m]}", **_stats(times[(m, b)], b), pass_fraction=[1.0], **common)
-                        for m in range(m_total))
-    finally:
-        progress.close()
+        configs: dict[Any, Callable[[], Any]] = {
+            "cascade": lambda batch=batch: cascade(batch),
+            "ensemble": lambda batch=batch: cascade(batch, policy=AllPolicy()),
+        }
+        for key in sorted(needed):
+            configs[key] = member_fn(*key)
+        # Interleaved rounds: every configuration is timed once per round, so a change in
+        # machine load affects the cascade and the stages it is compared with alike.
+        times: dict[Any, list[float]] = {k: [] for k in configs}
+        for r in range(warmup + repeats):
+            for key, fn in configs.items():
+                t0 = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - t0
+                if r >= warmup:
+                    times[key].append(elapsed)
+            if progress is not None:
+                progress(i * (warmup + repeats) + r + 1, total_rounds)
+        cascade_row = BenchRow("cascade", **_stats(times["cascade"], b), pass_fraction=probe.pass_fraction,
+                               stage_rows=timing.stage_rows, padded_rows=timing.padded_rows, **common)
+        floor = sum(float(np.median(times[(m, p)])) * 1000.0
+                    for m, p in enumerate(timing.padded_rows) if p > 0)
+        cascade_row.floor_ms = floor
+        cascade_row.overhead = cascade_row.p50_ms / floor if floor > 0 else None
+        rows.append(cascade_row)
+        rows.append(BenchRow("ensemble", **_stats(times["ensemble"], b), pass_fraction=[1.0] * m_total,
+                             **common))
+        rows.extend(BenchRow(f"member:{names[m]}", **_stats(times[(m, b)], b), pass_fraction=[1.0], **common)
+                    for m in range(m_total))
     return rows

@@ -30,7 +30,7 @@ def run_on_file(
     from wcx.atomic import atomic_write
 
     if batch_size < 1:
-        raise BadInputError(f"--batch-size must be >= 1, got {batch_size}")
+        raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
     b = Bundle.load(bundle)
     ds = load_npz(data, sample_shape=b.sample_shape, num_classes=b.num_classes)
     with Cascade.load(b, backend, strict=strict, threads=threads) as cascade:

@@ -1,9 +1,10 @@
 """``OnnxRuntimeRunner``: one member on ONNX Runtime's CPU execution provider.
 
 The default backend and the one CI tests. Runs the exact batch it is given (no shape buckets:
-padding on the CPU is pure waste). ``threads`` sets ``intra_op_num_threads`` (``None``: ONNX
-Runtime's default, one thread per physical core). An FP16 or INT8 (Q/DQ) member graph keeps
-float32 inputs and outputs, so the runner always feeds float32 and returns float32 logits.
+padding on the CPU is pure waste); ``max_batch`` (default: no limit) splits larger batches into
+chunks. ``threads`` sets ``intra_op_num_threads`` (``None``: ONNX Runtime's default, one thread
+per physical core). An FP16 or INT8 (Q/DQ) member graph keeps float32 inputs and outputs, so the
+runner feeds float32 and returns float32 logits, and its precision is the graph's.
 
 ONNX Runtime's ``InferenceSession.run`` is thread-safe, so one active runner may be shared; the
 cascade still serialises its calls (see :class:`wcx.runtime.cascade.Cascade`).
@@ -11,15 +12,31 @@ cascade still serialises its calls (see :class:`wcx.runtime.cascade.Cascade`).
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import numpy as np
 
 from wcx.bundle import Bundle
-from wcx.errors import BadInputError
-from wcx.runtime.runner import LOGITS, Runner
+from wcx.errors import BadInputError, WorkFailedError
+from wcx.runtime.runner import Runner
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+
+
+def cpu_description() -> str:
+    """The CPU's architecture and the vector instruction sets that change kernel choices."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return " ".join([platform.machine(), *[f for f in wanted if f in flags]])
 
 
 class OnnxRuntimeRunner(Runner):
@@ -29,22 +46,23 @@ class OnnxRuntimeRunner(Runner):
     pads_to_buckets = False
 
     def __init__(
-        self, bundle: Bundle, member_index: int, *, threads: int | None = None, spin: bool = False
+        self, bundle: Bundle, member_index: int, *, threads: int | None = None, spin: bool = False,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__(bundle, member_index)
-        self.spin = spin
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise BadInputError(f"threads must be a positive integer, got {threads!r}")
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise BadInputError(f"max_batch must be a positive integer, got {max_batch!r}")
+        self.spin = spin
         self.threads = threads
+        self.max_batch = max_batch
         self.session: Any = None
-        #: rows this runner was given and rows it ran (equal here: no padding); for tests/benchmarks
-        self.rows_received = 0
-        self.rows_run = 0
-        self.calls = 0
 
-    @property
-    def precision(self) -> str:
-        return self.member.precision
+    def info(self) -> dict[str, Any]:
+        import onnxruntime
+
+        return {"onnxruntime": onnxruntime.__version__, "cpu": cpu_description()}
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
@@ -60,6 +78,7 @@ class OnnxRuntimeRunner(Runner):
             # A cascade has one session per member; spinning pool threads of the member that just
             # ran would compete for the cores with the next member's threads.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        assert self.bundle is not None
         path = self.bundle.member_path(self.member_index)
         try:
             session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -67,25 +86,24 @@ class OnnxRuntimeRunner(Runner):
             raise BadInputError(f"{path}: ONNX Runtime cannot load member {self.member.name!r} ({exc})") from None
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = [o.name for o in session.get_outputs()]
-        if self.member.input_name not in inputs:
+        if self.member.input.name not in inputs:
             raise BadInputError(
-                f"{path}: the graph has no input {self.member.input_name!r} (it has {sorted(inputs)})"
+                f"{path}: the graph has no input {self.member.input.name!r} (it has {sorted(inputs)})"
             )
         if self.member.output_name not in outputs:
             raise BadInputError(
                 f"{path}: the graph has no output {self.member.output_name!r} (it has {outputs})"
             )
-        self._input_dtype = _NP_DTYPES.get(self.member.input_dtype, np.float32)
+        self._graph_dtype = _NP_DTYPES.get(self.member.input.dtype, np.float32)
         self.session = session
 
-    def infer_impl(self, feed: dict[str, Any]) -> dict[str, Any]:
-        x = np.ascontiguousarray(feed[self.member.input_name], dtype=self._input_dtype)
-        (logits,) = self.session.run([self.member.output_name], {self.member.input_name: x})
-        n = int(x.shape[0])
-        self.rows_received += n
-        self.rows_run += n
-        self.calls += 1
-        return {LOGITS: np.asarray(logits, dtype=np.float32)}
+    def infer_impl(self, x: Any, rows: int) -> np.ndarray:
+        batch = np.ascontiguousarray(np.asarray(x), dtype=self._graph_dtype)
+        try:
+            (logits,) = self.session.run([self.member.output_name], {self.member.input.name: batch})
+        except Exception as exc:  # the input was checked, so this is the backend failing
+            raise WorkFailedError(f"ONNX Runtime failed on member {self.member.name!r} ({exc})") from None
+        return np.asarray(logits, dtype=np.float32)
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -8,10 +8,11 @@ tensors by name and mode. Device memory is torch's: output buffers are torch CUD
 from the profile's max batch, addresses are ``tensor.data_ptr()``, and ``execute_async_v3`` runs
 on ``torch.cuda.current_stream()`` (as Torch-TensorRT's Python runtime does; no pycuda).
 
-``infer({input: x})`` takes a CUDA float32 ``(n, C, H, W)`` tensor and returns
-``{"logits": (n, K) CUDA float32}``, enqueued on the current stream (no host synchronisation).
-Batches larger than the profile's max are run in chunks. An FP16 engine input (an ONNX whose
-input is float16) is fed a converted copy; FP16 outputs are converted to float32.
+``infer({input: x})`` takes a float32 ``(n, C, H, W)`` batch, a host numpy array or a CUDA tensor,
+and returns ``{"logits": (n, K) CUDA float32}``, enqueued on the current stream (no host
+synchronisation). Batches larger than the profile's max run in chunks, each padded to its shape
+bucket. An FP16 engine input (an ONNX whose input is float16) is fed a converted copy; FP16
+outputs are converted to float32.
 
 One runner has one execution context, so it must not be used from two threads or two streams at
 once; make one runner per stream to overlap batches.
@@ -23,18 +24,21 @@ import hashlib
 import logging
 from typing import Any
 
+import numpy as np
+
 from wcx.bundle import Bundle
-from wcx.errors import BadInputError, WcxError, WorkFailedError
+from wcx.core.manifest import EngineRecord
+from wcx.core.provenance import MemberProvenance
+from wcx.errors import BadInputError, MissingDependencyError, WorkFailedError
 from wcx.export.engine_compat import (
     check_engine_compatible,
-    chunk_ranges,
     cuda_gpu_facts,
     engine_record_for,
     import_tensorrt,
-    profile_max_batch,
+    normalize_compute_capability,
     rebuild_hint,
 )
-from wcx.runtime.runner import LOGITS, Runner
+from wcx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,15 @@ class TensorRTRunner(Runner):
     """One bundle member as a TensorRT engine (built by ``wcx build-engines``)."""
 
     backend = "tensorrt"
+    array_library = "torch"
     pads_to_buckets = True
 
     def __init__(self, bundle: Bundle, member_index: int, *, log_level: str = "warning") -> None:
         super().__init__(bundle, member_index)
         self.log_level = log_level
-        self.record: dict[str, Any] | None = None
-        self.max_batch = 0
+        engines = bundle.engines
+        self.record: EngineRecord | None = None if engines is None else engines.members.get(self.member.name)
+        self.max_batch = None if self.record is None else self.record.max_batch
         self._trt: Any = None
         self._torch: Any = None
         self._runtime: Any = None
@@ -63,6 +69,35 @@ class TensorRTRunner(Runner):
         self._device: Any = None
         self._side_stream: Any = None
 
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return str(self._device) if self._device is not None else "cuda"
+
+    def provenance(self) -> MemberProvenance:
+        """The engine that runs: its file's hash, and the TensorRT and GPU it runs on (read from
+        this machine where TensorRT and a GPU are present, else from the engine record)."""
+        base = super().provenance()
+        record = self.record
+        try:
+            version: str | None = str(import_tensorrt().__version__)
+            capability: str | None = cuda_gpu_facts()["compute_capability"]
+        except MissingDependencyError:
+            version = None if record is None else record.tensorrt_version
+            capability = None if record is None else normalize_compute_capability(record.compute_capability)
+        return MemberProvenance(base.name, base.precision, onnx_sha256=base.onnx_sha256, input=base.input,
+                                engine_sha256=None if record is None else record.sha256,
+                                tensorrt_version=version, compute_capability=capability)
+
+    def info(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        try:
+            facts["gpu_name"] = cuda_gpu_facts()["gpu_name"]
+            facts["tensorrt"] = str(import_tensorrt().__version__)
+        except MissingDependencyError:
+            pass
+        return facts
+
     # -- lifecycle -----------------------------------------------------------------------------
     def activate_impl(self) -> None:
         from wcx.export.tensorrt_engine import get_trt_logger
@@ -72,20 +107,21 @@ class TensorRTRunner(Runner):
         facts = cuda_gpu_facts(purpose)
         import torch
 
+        assert self.bundle is not None
         record = engine_record_for(self.bundle.manifest, self.member.name, bundle_path=self.bundle.path)
         check_engine_compatible(
             record, trt_version=str(trt.__version__), gpu_name=facts["gpu_name"],
             compute_capability=facts["compute_capability"], onnx_sha256=self.member.sha256,
             bundle_path=self.bundle.path,
         )
-        max_batch = profile_max_batch(record)
-        path = self.bundle.file(record["file"])  # refuses paths outside the bundle
+        max_batch = record.max_batch
+        path = self.bundle.file(record.file)  # refuses paths outside the bundle
         if not path.is_file():
-            raise BadInputError(f"{self.bundle.path}: engine file {record['file']} is missing; "
+            raise BadInputError(f"{self.bundle.path}: engine file {record.file} is missing; "
                                 f"rebuild the engines: {rebuild_hint(self.bundle.path)}")
         plan = path.read_bytes()
-        if hashlib.sha256(plan).hexdigest() != record["sha256"]:
-            raise BadInputError(f"{self.bundle.path}: engine file {record['file']} was altered; "
+        if hashlib.sha256(plan).hexdigest() != record.sha256:
+            raise BadInputError(f"{self.bundle.path}: engine file {record.file} was altered; "
                                 f"rebuild the engines: {rebuild_hint(self.bundle.path)}")
 
         self._device = torch.device("cuda", torch.cuda.current_device())
@@ -96,22 +132,22 @@ class TensorRTRunner(Runner):
         if engine is None:
             raise BadInputError(
                 f"TensorRT could not deserialize the engine of member {self.member.name!r} "
-                f"({record['file']}); rebuild the engines: {rebuild_hint(self.bundle.path)}"
+                f"({record.file}); rebuild the engines: {rebuild_hint(self.bundle.path)}"
             )
         inputs, outputs = [], []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
-        if self.member.input_name not in inputs or self.member.output_name not in outputs:
+        if self.member.input.name not in inputs or self.member.output_name not in outputs:
             raise BadInputError(
                 f"the engine of member {self.member.name!r} has inputs {inputs} and outputs {outputs}; "
-                f"the manifest expects {self.member.input_name!r} -> {self.member.output_name!r}: "
+                f"the manifest expects {self.member.input.name!r} -> {self.member.output_name!r}: "
                 f"rebuild the engines: {rebuild_hint(self.bundle.path)}"
             )
         if len(inputs) != 1:
             raise BadInputError(f"the engine of member {self.member.name!r} has {len(inputs)} inputs; "
                                 "wcx members take one")
-        engine_max = int(engine.get_tensor_profile_shape(self.member.input_name, 0)[2][0])
+        engine_max = int(engine.get_tensor_profile_shape(self.member.input.name, 0)[2][0])
         if engine_max != max_batch:
             raise BadInputError(
                 f"the engine of member {self.member.name!r} accepts batches up to {engine_max}, its "
@@ -119,12 +155,12 @@ class TensorRTRunner(Runner):
             )
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                   trt.DataType.BF16: torch.bfloat16}
-        input_dtype = dtypes.get(engine.get_tensor_dtype(self.member.input_name))
+        input_dtype = dtypes.get(engine.get_tensor_dtype(self.member.input.name))
         output_dtype = dtypes.get(engine.get_tensor_dtype(self.member.output_name))
         if input_dtype is None or output_dtype is None:
             raise BadInputError(
                 f"the engine of member {self.member.name!r} has I/O types "
-                f"{engine.get_tensor_dtype(self.member.input_name)} -> "
+                f"{engine.get_tensor_dtype(self.member.input.name)} -> "
                 f"{engine.get_tensor_dtype(self.member.output_name)}; wcx feeds float32/float16/bfloat16"
             )
         num_classes = int(self.member.num_classes)
@@ -150,7 +186,7 @@ class TensorRTRunner(Runner):
         self._extra_outputs, self._output_buffer = extra, output_buffer
         self._trt, self._torch = trt, torch
         self._runtime, self._engine, self._context = runtime, engine, context
-        self._input_name, self._output_name = self.member.input_name, self.member.output_name
+        self._input_name, self._output_name = self.member.input.name, self.member.output_name
         self._input_dtype = input_dtype
         self.record, self.max_batch = record, max_batch
         log.debug("activated %s: TensorRT %s, max batch %d, %s", self.name, trt.__version__, max_batch, facts)
@@ -165,26 +201,25 @@ class TensorRTRunner(Runner):
         self._side_stream = None
 
     # -- inference -----------------------------------------------------------------------------
-    def infer_impl(self, feed: dict[str, Any]) -> dict[str, Any]:
+    def empty_logits(self) -> Any:
+        return self._torch.zeros((0, int(self.member.num_classes)), dtype=self._torch.float32, device=self._device)
+
+    def infer_impl(self, x: Any, rows: int) -> Any:
         torch = self._torch
-        x = feed[self._input_name]
-        if not isinstance(x, torch.Tensor) or not x.is_cuda:
-            raise BadInputError(f"runner {self.name} takes a torch CUDA tensor, got {type(x).__name__}"
-                                + ("" if not isinstance(x, torch.Tensor) else f" on {x.device}"))
-        if x.device != self._device:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x)).to(self._device, non_blocking=True)
+        elif not isinstance(x, torch.Tensor) or not x.is_cuda:
+            raise BadInputError(f"runner {self.name} takes a numpy array or a torch CUDA tensor, "
+                                f"got {type(x).__name__}")
+        elif x.device != self._device:
             raise BadInputError(f"runner {self.name} runs on {self._device}, the input is on {x.device}")
-        expected = tuple(self.member.sample_shape)
-        if x.dim() != 1 + len(expected) or tuple(x.shape[1:]) != expected:
-            raise BadInputError(f"runner {self.name} takes (n, {', '.join(map(str, expected))}), "
-                                f"got {tuple(x.shape)}")
+        n = int(x.shape[0])
         if x.dtype != self._input_dtype:
             x = x.to(self._input_dtype)
+        if rows > n:  # pad to the shape bucket: few distinct shapes for TensorRT's kernels
+            x = torch.cat([x, x.new_zeros((rows - n, *x.shape[1:]))])
         x = x.contiguous()
-        n = int(x.shape[0])
         result = torch.empty((n, int(self.member.num_classes)), dtype=torch.float32, device=self._device)
-        if n == 0:
-            return {LOGITS: result}
-
         caller = torch.cuda.current_stream(self._device)
         # enqueueV3 on the legacy default stream costs extra synchronisation (TensorRT warns);
         # like Torch-TensorRT, run on a side stream ordered after and before the caller's work.
@@ -197,22 +232,21 @@ class TensorRTRunner(Runner):
         else:
             stream = caller
         with torch.cuda.stream(stream):
-            for start, stop in chunk_ranges(n, self.max_batch):
-                self._enqueue(x[start:stop], stream)
-                result[start:stop].copy_(self._output_buffer[: stop - start])
+            self._enqueue(x, stream)
+            result.copy_(self._output_buffer[:n])
         if on_default:
             caller.wait_stream(stream)
-        return {LOGITS: result}
+        return result
 
     def _enqueue(self, chunk: Any, stream: Any) -> None:
         context, k = self._context, int(chunk.shape[0])
         if not context.set_input_shape(self._input_name, tuple(chunk.shape)):
-            raise WcxError(f"runner {self.name}: TensorRT refused input shape {tuple(chunk.shape)}")
+            raise WorkFailedError(f"runner {self.name}: TensorRT refused input shape {tuple(chunk.shape)}")
         addresses = {self._input_name: chunk.data_ptr(), self._output_name: self._output_buffer.data_ptr()}
         addresses.update({name: buf.data_ptr() for name, buf in self._extra_outputs.items()})
         for name, ptr in addresses.items():
             if not context.set_tensor_address(name, ptr):
-                raise WcxError(f"runner {self.name}: TensorRT refused the address of tensor {name!r}")
+                raise WorkFailedError(f"runner {self.name}: TensorRT refused the address of tensor {name!r}")
         if not context.execute_async_v3(stream.cuda_stream):
             raise WorkFailedError(f"runner {self.name}: TensorRT failed to run a batch of {k} "
                                   "(see the TensorRT log)")

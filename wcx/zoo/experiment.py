@@ -58,8 +58,9 @@ import numpy as np
 from wcx.bundle import Bundle, select_members
 from wcx.calibration.calibrator import CascadeCalibrator
 from wcx.calibration.metrics import aurc, coverage_at_risk, fpr_at_tpr, risk_at_coverage
-from wcx.calibration.policy import simulate_from_stages
-from wcx.calibration.scores import stage_outputs
+from wcx.calibration.simulator import simulate_from_stages
+from wcx.core.manifest import Manifest
+from wcx.core.scores import stage_outputs
 from wcx.data import Dataset, load_npz
 from wcx.errors import BadInputError
 from wcx.zoo import ZOO_DIR, split_path
@@ -167,7 +168,7 @@ def member_logits(
                 out.append(cached)
                 continue
         # a one-member view of the bundle (same directory, same verified files)
-        view = Bundle(bundle.path, bundle.manifest, [spec])
+        view = Bundle(bundle.path, Manifest(members=(spec,), export=bundle.manifest.export))
         logits = collect_logits(view, x, backend="onnxruntime", threads=threads, cache=False)[0]
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -402,7 +403,7 @@ def bench_cascade(
     from wcx.runtime.bench import benchmark
 
     rows = benchmark(bundle, x, list(batch_sizes), backend="onnxruntime", warmup=warmup, repeats=repeats,
-                     threads=threads, policy=policy, progress=False)
+                     threads=threads, policy=policy)
     return [r.to_dict() for r in rows]
 
 

@@ -1,8 +1,7 @@
-"""The cascade simulator: hand-made routing, invariants under hypothesis, manifest round trip."""
+"""The cascade simulator: hand-made routing and invariants under hypothesis."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -11,18 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from wcx.calibration.policy import (
-    AllPolicy,
-    NonePolicy,
-    ThresholdPolicy,
-    WindowPolicy,
-    policy_from_dict,
-    policy_to_dict,
-    route,
-    simulate_cascade,
-)
-from wcx.calibration.scores import SCORES, stage_outputs
+from wcx.calibration.simulator import route, simulate_cascade
 from wcx.calibration.window import windows_for_widths
+from wcx.core.policy import AllPolicy, NonePolicy, ThresholdPolicy, WindowPolicy
+from wcx.core.scores import SCORES, stage_outputs
 from wcx.errors import BadInputError
 
 
@@ -69,27 +60,6 @@ def test_stage_count_is_checked() -> None:
         WindowPolicy([])
     with pytest.raises(BadInputError):
         ThresholdPolicy([float("nan")])
-
-
-def test_manifest_round_trip() -> None:
-    for policy in (
-        WindowPolicy([(0.2, 0.8), (-math.inf, math.inf)]),
-        ThresholdPolicy([0.7, -math.inf]),
-        NonePolicy(),
-        AllPolicy(),
-    ):
-        d = policy_to_dict(policy, task="selective", score="msp", tau=0.5)
-        d = json.loads(json.dumps(d, allow_nan=False))  # strict JSON: no infinities
-        assert policy_from_dict(d) == policy
-        assert d["tau"] == 0.5 and d["kind"] == policy.kind
-    with pytest.raises(BadInputError, match="valid kinds"):
-        policy_from_dict({"kind": "cascade"})
-    with pytest.raises(BadInputError, match="malformed"):
-        policy_from_dict({"kind": "window", "windows": [[0.1]]})
-    with pytest.raises(BadInputError, match="finite"):
-        policy_to_dict(AllPolicy(), task="selective", score="msp", tau=math.inf)
-    with pytest.raises(BadInputError, match="valid tasks"):
-        policy_to_dict(AllPolicy(), task="detect", score="msp", tau=0.1)
 
 
 # ---------------------------------------------------------------------------------------------
