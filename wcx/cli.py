@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich import box
@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wcx import __version__
 from wcx.errors import BadInputError, WcxError
+from wcx.version import __version__
 
 #: library parameter names -> the options that set them. The library's messages name its
 #: parameters; the command line shows its own options instead. Names with an underscore are
@@ -76,13 +76,16 @@ def _error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_CommandFn = TypeVar("_CommandFn", bound=Callable[..., Any])
+
+
 class _WcxTyper(typer.Typer):
     """A Typer app whose every command runs inside the error boundary (also under CliRunner)."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_CommandFn], _CommandFn]:
         register = super().command(*args, **kwargs)
 
-        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def decorator(fn: _CommandFn) -> _CommandFn:
             register(_error_boundary(fn))
             return fn
 
@@ -166,6 +169,15 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield advance
+
+
+def _registered(kind: str) -> str:
+    """The registered names of ``kind`` (scores, tasks), plugins included, for help texts."""
+    from wcx.core.scores import SCORE_REGISTRY
+    from wcx.core.tasks import TASK_REGISTRY
+
+    registry: Any = {"score": SCORE_REGISTRY, "task": TASK_REGISTRY}[kind]
+    return ", ".join(registry.names())
 
 
 def _backend_help(*, auto: bool) -> str:
@@ -451,8 +463,8 @@ def calibrate(
         typer.Option("--delta", help="Enable the finite-sample guarantee: P(risk <= target) >= 1 - delta "
                      "(Learn-then-Test). Without it the fit is empirical."),
     ] = None,
-    task: Annotated[str, typer.Option("--task", help="selective (accept/reject) or ood (in/out of distribution).")]
-    = "selective",
+    task: Annotated[str, typer.Option("--task", help=f"One of {_registered('task')}: selective (accept or reject "
+                                      "a prediction), ood (in or out of distribution).")] = "selective",
     tpr: Annotated[float, typer.Option("--tpr", help="Task ood: target in-distribution TPR.")] = 0.95,
     ood_data: Annotated[
         Path | None, typer.Option("--ood-data", help="Task ood: OOD .npz, only to report FPR and AUROC.")
@@ -474,8 +486,8 @@ def calibrate(
                                    "(default: the pass fraction of the window the search finds).")
     ] = None,
     score: Annotated[
-        str | None, typer.Option("--score", help="msp, neg_entropy, neg_energy or max_logit "
-                                 "(default msp for selective, neg_energy for ood).")
+        str | None, typer.Option("--score", help=f"One of {_registered('score')} (default: the task's, msp for "
+                                 "selective, neg_energy for ood).")
     ] = None,
     cost: Annotated[
         str, typer.Option("--cost", help="Price stages by member MACs (macs) or measured latency "

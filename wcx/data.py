@@ -12,13 +12,14 @@ import gzip
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wcx.errors import BadInputError
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): the third byte of the magic number.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -124,9 +125,11 @@ def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> No
     """Write ``x`` (and ``y``) as a compressed ``.npz``, atomically."""
     from wcx.atomic import atomic_write
 
-    arrays = {"x": x} if y is None else {"x": x, "y": y}
     with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        if y is None:
+            np.savez_compressed(fh, x=x)
+        else:
+            np.savez_compressed(fh, x=x, y=y)
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -146,6 +146,7 @@ def run_demo(
     # calibrate exactly as `wcx calibrate --risk 0.05 --delta 0.1 --test test.npz` does
     calib = load_dataset_for(bundle, split_path("calib"), require_labels=True)
     test = load_dataset_for(bundle, split_path("test"), require_labels=True)
+    assert calib.y is not None and test.y is not None  # require_labels=True
     calibrator = make_calibrator("window", risk=RISK, delta=DELTA)
     done = calibrate_bundle(bundle, calib, calibrator, threads=threads, test=test)
     calibrator.raise_if_failed()

@@ -121,7 +121,8 @@ def collect_logits(
 def _to_numpy(array: Any) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array
-    return array.detach().float().cpu().numpy()  # a torch tensor from a GPU backend
+    host: np.ndarray = array.detach().float().cpu().numpy()  # a torch tensor from a GPU backend
+    return host
 
 
 @dataclass(frozen=True)

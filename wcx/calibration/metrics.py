@@ -28,7 +28,7 @@ _SLACK = 1e-9
 
 
 def _vec(x: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
-    arr = np.asarray(x, dtype=dtype)
+    arr: np.ndarray = np.asarray(x, dtype=dtype)
     if arr.ndim != 1:
         raise BadInputError(f"{name} must be one-dimensional, got shape {arr.shape}")
     return arr
@@ -125,7 +125,8 @@ def coverage_at_risk_weighted(scores: np.ndarray, errors: np.ndarray, risk: floa
     ok = wrong <= risk * accepted + _SLACK
     total = accepted[:, -1].astype(np.float64)
     best = np.where(ok, accepted, 0).max(axis=1).astype(np.float64)
-    return np.divide(best, total, out=np.zeros_like(best), where=total > 0)
+    coverage: np.ndarray = np.divide(best, total, out=np.zeros_like(best), where=total > 0)
+    return coverage
 
 
 def risk_at_coverage(scores: np.ndarray, errors: np.ndarray, coverage: float) -> float:

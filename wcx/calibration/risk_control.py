@@ -109,7 +109,8 @@ def binomial_p_value(k: np.ndarray | int, n: np.ndarray | int, alpha: float) -> 
     """Exact one-sided p-value ``P(Binom(n, alpha) <= k)`` of the null "risk > alpha"."""
     from scipy.stats import binom
 
-    return binom.cdf(k, n, alpha)
+    p_value: np.ndarray = binom.cdf(k, n, alpha)
+    return p_value
 
 
 def clopper_pearson_upper(k: int, n: int, delta: float) -> float:

@@ -135,7 +135,8 @@ class SelectiveRisk(Target):
     def errors(self, preds: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         if labels is None:
             raise BadInputError("selective calibration needs class labels y (N,); none were given")
-        return np.asarray(preds) != np.asarray(labels)  # (M, N) or (N,) against (N,) labels
+        wrong: np.ndarray = np.asarray(preds) != np.asarray(labels)  # (M, N) or (N,) against (N,) labels
+        return wrong
 
     def stage_threshold(self, scores: np.ndarray, errors: np.ndarray | None) -> float:
         assert errors is not None
@@ -205,7 +206,8 @@ class InDistributionTPR(Target):
         # the flags stay those of the thresholds fitted on all the fitting data; only the
         # disagreement rate is resampled
         differs = (score < threshold_at_tpr(score, self.value)) != reference
-        return 1.0 - (weights @ differs.astype(np.float64)) / weights.sum(axis=1)
+        agreement: np.ndarray = 1.0 - (weights @ differs.astype(np.float64)) / weights.sum(axis=1)
+        return agreement
 
     def result_fields(self, result: ThresholdResult) -> dict[str, Any]:
         bound = None if result.risk_upper_bound is None else 1.0 - result.risk_upper_bound

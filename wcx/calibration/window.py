@@ -319,14 +319,15 @@ def search_windows(
     stages = m_total - 1
     reference = point((REFERENCE_WIDTHS,) * stages)
     if fixed_widths is not None:
-        best = point((tuple(float(w) for w in fixed_widths),) * stages)  # type: ignore[arg-type]
+        best = point((tuple(float(w) for w in fixed_widths),) * stages)
     else:
         pairs = [(lo, hi) for lo in grid for hi in grid]
         for pair in pairs:
             point((pair,) * stages)
-        best = _cheapest(list(cache.values()))
-        if best is None:  # the grid lacks a wide enough band: fall back to the full ensemble
-            best = point(((1.0, 1.0),) * stages)
+        cheapest = _cheapest(list(cache.values()))
+        if cheapest is None:  # the grid lacks a wide enough band: fall back to the full ensemble
+            cheapest = point(((1.0, 1.0),) * stages)
+        best = cheapest
         for _ in range(sweeps if stages > 1 else 0):
             improved = False
             for m in range(stages):

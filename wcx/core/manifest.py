@@ -688,7 +688,8 @@ def migrate_v1(d: Mapping[str, Any]) -> dict[str, Any]:
             members.append(m)
             continue
         shape = m.get("input_shape")
-        pre = m.get("preprocess") if isinstance(m.get("preprocess"), Mapping) else {}
+        pre_raw = m.get("preprocess")
+        pre: Mapping[str, Any] = pre_raw if isinstance(pre_raw, Mapping) else {}
         new = {k: v for k, v in m.items() if k not in ("input_name", "input_shape", "input_dtype", "preprocess")}
         new["input"] = {
             "name": m.get("input_name"), "dtype": m.get("input_dtype", "float32"), "layout": "NCHW",

@@ -83,7 +83,7 @@ class Policy(abc.ABC):
         """Build the policy from its manifest form (validated)."""
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
@@ -224,36 +224,34 @@ class ThresholdPolicy(Policy):
         return cls(values)
 
 
-class NonePolicy(Policy):
+class _EveryRow(Policy):
+    """A policy that decides the same for every row: ``goes_on`` for all, or for none."""
+
+    goes_on: ClassVar[bool]
+
+    def continues(self, stage: int, scores: Array) -> Array:
+        return ops_for(scores).full_bool(int(scores.shape[0]), self.goes_on, scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
+        return cls()
+
+
+class NonePolicy(_EveryRow):
     """The first member alone: every input exits at stage 1 (any M >= 1)."""
 
     kind = "none"
-
-    def continues(self, stage: int, scores: Array) -> Array:
-        return ops_for(scores).full_bool(int(scores.shape[0]), False, scores)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> NonePolicy:
-        return cls()
+    goes_on = False
 
 
-class AllPolicy(Policy):
+class AllPolicy(_EveryRow):
     """The full ensemble: every input runs every stage."""
 
     kind = "all"
-
-    def continues(self, stage: int, scores: Array) -> Array:
-        return ops_for(scores).full_bool(int(scores.shape[0]), True, scores)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AllPolicy:
-        return cls()
+    goes_on = True
 
 
 class ForcedFractionPolicy(Policy):

@@ -119,28 +119,28 @@ class NegativeEntropy(Score):
         return -math.log(num_classes), 0.0
 
 
-class NegativeEnergy(Score):
-    name = "neg_energy"
+class MeanMemberStatistic(Score):
+    """A score that is the mean over the members run so far of one per-member number."""
+
     uses_statistic = True
+
+    def final(self, mean_probs: Array, mean_statistic: Array | None, ops: ArrayOps) -> Array:
+        assert mean_statistic is not None
+        return mean_statistic
+
+
+class NegativeEnergy(MeanMemberStatistic):
+    name = "neg_energy"
 
     def member_statistic(self, stats: MemberStatistics) -> Array:
         return stats.lse
 
-    def final(self, mean_probs: Array, mean_statistic: Array | None, ops: ArrayOps) -> Array:
-        assert mean_statistic is not None
-        return mean_statistic
 
-
-class MaxLogit(Score):
+class MaxLogit(MeanMemberStatistic):
     name = "max_logit"
-    uses_statistic = True
 
     def member_statistic(self, stats: MemberStatistics) -> Array:
         return stats.max_logit
-
-    def final(self, mean_probs: Array, mean_statistic: Array | None, ops: ArrayOps) -> Array:
-        assert mean_statistic is not None
-        return mean_statistic
 
 
 SCORE_REGISTRY: Registry[Score] = Registry("score", "wcx.scores", lambda s: s.name)

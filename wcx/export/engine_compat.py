@@ -185,6 +185,7 @@ def profile_shapes(
             rest.append(expected)
         else:
             if expected is not None and int(dim) != expected:  # type: ignore[call-overload]
+                assert sample_shape is not None  # expected comes from it
                 raise BadInputError(
                     f"input shape {dims} disagrees with the manifest's sample shape {tuple(sample_shape)}"
                 )

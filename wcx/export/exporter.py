@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from wcx import __version__
 from wcx.bundle import sha256_file, write_bundle
 from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, TorchSource
 from wcx.data import Dataset, load_npz
@@ -48,6 +47,7 @@ from wcx.export.model_source import ModelSource, classify_model, default_name, r
 from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
 from wcx.export.parity import Agreement, compare_logits, run_onnx, run_torch
 from wcx.export.precision import convert_to_fp16, quantize_int8
+from wcx.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _prepare_checks(
     data = np.concatenate([preprocess(d.x, mean, std) for d in parts]) if parts else None
     labels = None
     if parts and all(d.y is not None for d in parts):
-        labels = np.concatenate([d.y for d in parts])  # type: ignore[misc]
+        labels = np.concatenate([d.y for d in parts])
     ranges = int8_eval = int8_labels = None
     source = None
     if precision == "int8":

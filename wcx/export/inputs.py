@@ -40,7 +40,8 @@ def channel_stats(
 def preprocess(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Scale ``x`` (N, C, H, W) to [0, 1] and apply per-channel ``(x - mean) / std`` (float32)."""
     section = InputSection(name="input", shape=tuple(int(d) for d in x.shape[1:]), mean=tuple(mean), std=tuple(std))
-    return Preprocessor(section)(x)
+    out: np.ndarray = Preprocessor(section)(x)
+    return out
 
 
 def random_inputs(n: int, sample_shape: Sequence[int], *, seed: int) -> np.ndarray:

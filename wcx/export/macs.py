@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import onnx
 from onnx import shape_inference
@@ -69,7 +70,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     return shapes
 
 
-def _known(shape: list[int | None] | None) -> bool:
+def _known(shape: list[int | None] | None) -> TypeGuard[list[int]]:
     return shape is not None and all(d is not None for d in shape)
 
 

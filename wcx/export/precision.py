@@ -11,7 +11,7 @@ section 6), so precision is decided here, in the graph:
   cascade's thresholds, which live in ``wcx.calibration``).
 
   ``reduce_range`` (default on) keeps weights in 7 bits ([-63, 63]). Reason, measured here:
-  ONNX Runtime's x86 INT8 convolution on CPUs without VNNI (AVX2 only, like the build machines)
+  ONNX Runtime's x86 INT8 convolution on CPUs without VNNI (AVX2 only, which is common)
   multiplies u8 x s8 pairs with VPMADDUBSW, whose int16 sums saturate with full-range s8
   weights. On a digits CNN that made ORT's INT8 output differ from the simulated Q/DQ
   arithmetic by up to 6 logits and dropped top-1 agreement with FP32 to 94% (83% for a wider
@@ -95,7 +95,7 @@ def _as_ort_reader(reader: RestartableReader) -> Any:
     """Wrap ``reader`` in a subclass of ORT's ``CalibrationDataReader`` (its type check wants one)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class _Reader(CalibrationDataReader):
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no stubs: the base is Any
         def get_next(self) -> dict[str, np.ndarray] | None:
             return reader.get_next()
 

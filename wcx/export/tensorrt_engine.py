@@ -89,7 +89,7 @@ def get_trt_logger(trt: Any, level: str = "warning") -> Any:
                      severity.VERBOSE: logging.DEBUG}
         target = logging.getLogger(TRT_LOGGER_NAME)
 
-        class _ForwardingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+        class _ForwardingLogger(trt.ILogger):  # type: ignore[misc]
             """A TensorRT logger that hands every message to Python's ``logging``."""
 
             def __init__(self) -> None:

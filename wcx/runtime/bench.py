@@ -70,6 +70,26 @@ def _stats(times: list[float], batch_size: int) -> dict[str, float]:
             "throughput": float(batch_size / (t.mean() / 1000.0))}
 
 
+def _row(config: str, times: list[float], batch_size: int, backend: str, repeats: int, *,
+         pass_fraction: list[float], stage_rows: list[int] | None = None,
+         padded_rows: list[int] | None = None) -> BenchRow:
+    """The :class:`BenchRow` of one configuration's timed calls ``times`` at ``batch_size``."""
+    stats = _stats(times, batch_size)
+    return BenchRow(
+        config=config,
+        batch_size=batch_size,
+        p50_ms=stats["p50_ms"],
+        p90_ms=stats["p90_ms"],
+        p99_ms=stats["p99_ms"],
+        throughput=stats["throughput"],
+        pass_fraction=pass_fraction,
+        stage_rows=stage_rows,
+        padded_rows=padded_rows,
+        backend=backend,
+        repeats=repeats,
+    )
+
+
 def benchmark(
     bundle: Bundle | str | Path | Cascade,
     x: np.ndarray,
@@ -94,11 +114,12 @@ def benchmark(
         raise BadInputError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise BadInputError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    own = not isinstance(bundle, Cascade)
-    cascade = (
-        Cascade.load(bundle, backend, strict=strict, threads=threads, policy=policy, device=device)
-        if own else bundle
-    )
+    cascade: Cascade
+    if isinstance(bundle, Cascade):
+        cascade, own = bundle, False
+    else:
+        cascade = Cascade.load(bundle, backend, strict=strict, threads=threads, policy=policy, device=device)
+        own = True
     try:
         validate_inputs(x, where="benchmark data", sample_shape=cascade.sample_shape)
         return _run(cascade, x, [int(b) for b in batch_sizes], warmup, repeats, progress)
@@ -116,7 +137,6 @@ def _run(cascade: Cascade, x: np.ndarray, sizes: list[int], warmup: int, repeats
     rows: list[BenchRow] = []
     for i, b in enumerate(sizes):
         batch = x[np.arange(b) % x.shape[0]]
-        common = {"batch_size": b, "backend": cascade.backend, "repeats": repeats}
         # the cascade's subset sizes on this batch (the same on every call)
         probe = cascade(batch, timing=True)
         timing = probe.timing
@@ -134,9 +154,15 @@ def _run(cascade: Cascade, x: np.ndarray, sizes: list[int], warmup: int, repeats
 
             return run_alone
 
+        def run_cascade(batch: np.ndarray = batch) -> Any:
+            return cascade(batch)
+
+        def run_ensemble(batch: np.ndarray = batch) -> Any:
+            return cascade(batch, policy=AllPolicy())
+
         configs: dict[Any, Callable[[], Any]] = {
-            "cascade": lambda batch=batch: cascade(batch),
-            "ensemble": lambda batch=batch: cascade(batch, policy=AllPolicy()),
+            "cascade": run_cascade,
+            "ensemble": run_ensemble,
         }
         for key in sorted(needed):
             configs[key] = member_fn(*key)
@@ -152,15 +178,15 @@ def _run(cascade: Cascade, x: np.ndarray, sizes: list[int], warmup: int, repeats
                     times[key].append(elapsed)
             if progress is not None:
                 progress(i * (warmup + repeats) + r + 1, total_rounds)
-        cascade_row = BenchRow("cascade", **_stats(times["cascade"], b), pass_fraction=probe.pass_fraction,
-                               stage_rows=timing.stage_rows, padded_rows=timing.padded_rows, **common)
+        cascade_row = _row("cascade", times["cascade"], b, cascade.backend, repeats,
+                           pass_fraction=probe.pass_fraction, stage_rows=timing.stage_rows,
+                           padded_rows=timing.padded_rows)
         floor = sum(float(np.median(times[(m, p)])) * 1000.0
                     for m, p in enumerate(timing.padded_rows) if p > 0)
         cascade_row.floor_ms = floor
         cascade_row.overhead = cascade_row.p50_ms / floor if floor > 0 else None
         rows.append(cascade_row)
-        rows.append(BenchRow("ensemble", **_stats(times["ensemble"], b), pass_fraction=[1.0] * m_total,
-                             **common))
-        rows.extend(BenchRow(f"member:{names[m]}", **_stats(times[(m, b)], b), pass_fraction=[1.0], **common)
+        rows.append(_row("ensemble", times["ensemble"], b, cascade.backend, repeats, pass_fraction=[1.0] * m_total))
+        rows.extend(_row(f"member:{names[m]}", times[(m, b)], b, cascade.backend, repeats, pass_fraction=[1.0])
                     for m in range(m_total))
     return rows

@@ -108,7 +108,8 @@ class TorchDevice(ExecutionDevice):
 
     def _stream(self, slot: int) -> Any:
         if slot not in self._streams:
-            self._streams[slot] = self.torch.cuda.Stream(self.device)
+            cuda: Any = self.torch.cuda  # torch.cuda.Stream's constructor is unannotated
+            self._streams[slot] = cuda.Stream(self.device)
         return self._streams[slot]
 
     @contextlib.contextmanager
@@ -169,7 +170,8 @@ class TorchDevice(ExecutionDevice):
     def event(self) -> Any:
         if not self.on_cuda:
             return time.perf_counter()
-        ev = self.torch.cuda.Event(enable_timing=True)
+        cuda: Any = self.torch.cuda  # torch.cuda.Event's constructor is unannotated
+        ev = cuda.Event(enable_timing=True)
         ev.record()
         return ev
 

@@ -134,7 +134,8 @@ class TensorRTRunner(Runner):
                 f"TensorRT could not deserialize the engine of member {self.member.name!r} "
                 f"({record.file}); rebuild the engines: {rebuild_hint(self.bundle.path)}"
             )
-        inputs, outputs = [], []
+        inputs: list[str] = []
+        outputs: list[str] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)

@@ -18,7 +18,8 @@ SPLITS = ("calib", "test", "heldout_train", "ood_mnist")
 
 def load_manifest() -> dict[str, Any]:
     """The parsed ``zoo.json``."""
-    return json.loads(MANIFEST_PATH.read_text())
+    manifest: dict[str, Any] = json.loads(MANIFEST_PATH.read_text())
+    return manifest
 
 
 def split_path(split: str) -> Path:

@@ -80,7 +80,8 @@ class ZooCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         x = torch.flatten(self.pool(x), 1)
-        return self.classifier(x)
+        logits: torch.Tensor = self.classifier(x)
+        return logits
 
 
 def build(size: str) -> ZooCNN:
