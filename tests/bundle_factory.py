@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from wcx.bundle import Bundle, write_bundle
 from wcx.core.manifest import InputSection, MemberSection
+from wcx.data import Dataset
 
 
 def make_mlp_onnx(
@@ -87,3 +88,16 @@ def make_mlp_bundle(
     export = {"wcx": "test", "torch": None, "onnx": onnx.__version__, "onnxruntime": None,
               "export_options": {"source": "tests/bundle_factory.py"}}
     return write_bundle(root / "bundle", specs, export)
+
+
+def labelled_data(bundle: Bundle, n: int, seed: int, *, flip: float = 0.15) -> Dataset:
+    """``n`` random inputs for ``bundle`` with labels the members get mostly right: the
+    ensemble's own argmax (ONNX Runtime), a ``flip`` share of them replaced at random."""
+    from wcx.calibration.held_out import run_members
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *bundle.sample_shape), dtype=np.float32)
+    y = run_members(bundle, x, cache=False).logits.mean(0).argmax(1)
+    flipped = rng.random(n) < flip
+    y[flipped] = rng.integers(0, bundle.num_classes, int(flipped.sum()))
+    return Dataset(x=x, y=y, path=bundle.path / f"labelled-{seed}.npz")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark wcx's own cascade executor and torch runner on a CUDA GPU (issue 4, item 5).
+"""Benchmark wcx's own cascade executor and torch runner on a CUDA GPU.
 
 What it measures, all through ``wcx.runtime`` (``TorchRunner`` + ``Executor`` + ``Cascade``):
 

@@ -17,7 +17,7 @@ honest one (windows and tau fitted on ``calib``, measured on ``test``), plus Lea
 vs the MNIST digits, energy score, FPR@95 and AUROC. Latency: ONNX Runtime (CPU), batch 1 and
 256, median of ``--repeats`` timed calls, through the runtime's benchmark.
 
-Writes ``--out``/``benchmark.md`` (tables and the three targets of issue 6),
+Writes ``--out``/``benchmark.md`` (tables and the three targets the product is judged by),
 ``benchmark.json`` (everything) and ``coverage_vs_cost.png``. Member logits are cached under
 ``--cache-dir`` (default ``~/.cache/wcx/zoo-logits``).
 """
@@ -43,9 +43,9 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from wcx import __version__  # noqa: E402
 from wcx.bundle import Bundle, select_members  # noqa: E402
 from wcx.calibration.calibrator import json_safe  # noqa: E402
+from wcx.version import __version__  # noqa: E402
 from wcx.zoo import experiment as ex  # noqa: E402
 
 log = logging.getLogger("paper_benchmark")
@@ -126,7 +126,7 @@ def measure_latency(bundle: Bundle, zoo: ex.ZooLogits, sizes: list[str], x: np.n
 
 
 # ---------------------------------------------------------------------------------------------
-# targets (issue 6)
+# targets
 # ---------------------------------------------------------------------------------------------
 def sel(results: dict[str, Any], size: str, config: str, protocol: str = "honest", risk: str = "0.05") -> dict:
     return results[size]["selective"][config][protocol][risk]
@@ -140,7 +140,7 @@ def lat(latency: dict[str, list[dict[str, Any]]] | None, size: str, config: str,
 
 
 def check_targets(results: dict[str, Any], latency: dict | None, sizes: list[str]) -> dict[str, Any]:
-    """The three targets of issue 6, measured (honest protocol, coverage at 5% risk on test)."""
+    """The three targets, measured (honest protocol, coverage at 5% risk on test)."""
     a = []
     for s in sizes:
         w, e = sel(results, s, "window"), sel(results, s, "ensemble")
@@ -251,7 +251,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any], latency: dict
                      [[s, f"{macs[s]:,.0f}", f"{macs[s] / macs[sizes[0]]:.1f}"] for s in sizes]) + "\n")
 
     # targets
-    out.append("## Targets (issue 6), measured\n")
+    out.append("## Targets, measured\n")
     out.append(render_targets(targets) + "\n")
 
     # main table

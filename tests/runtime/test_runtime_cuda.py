@@ -12,13 +12,13 @@ import warnings
 import numpy as np
 import pytest
 
+from tests.bundle_factory import labelled_data
 from tests.runtime.conftest import with_policy
 from wcx.bundle import Bundle
 from wcx.calibration.calibrator import CascadeCalibrator
 from wcx.calibration.held_out import calibrate_bundle, run_members
 from wcx.calibration.simulator import simulate_cascade
 from wcx.core.scores import stage_scores
-from wcx.data import Dataset
 from wcx.runtime.backends import get_backend
 from wcx.runtime.cascade import Cascade
 from wcx.runtime.runner import LOGITS
@@ -32,17 +32,6 @@ def cuda() -> object:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     return torch
-
-
-def _labelled(bundle: Bundle, n: int, seed: int) -> Dataset:
-    """Inputs and labels the members get about 80% right (the ensemble's argmax, 20% flipped)."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, 1, 8, 8), dtype=np.float32)
-    z = run_members(bundle, x, backend="onnxruntime", cache=False).logits
-    y = z.mean(0).argmax(1)
-    flip = rng.random(n) < 0.2
-    y[flip] = rng.integers(0, bundle.num_classes, int(flip.sum()))
-    return Dataset(x=x, y=y, path=bundle.path / f"synthetic-{seed}")
 
 
 def test_torch_runner_contract_on_cuda(cuda, torch_bundle: Bundle) -> None:
@@ -60,7 +49,7 @@ def test_torch_runner_contract_on_cuda(cuda, torch_bundle: Bundle) -> None:
 
 def test_calibrate_on_torch_then_strict_load_is_silent(cuda, torch_bundle: Bundle, tmp_path) -> None:
     b = with_policy(torch_bundle, tmp_path / "b")
-    calib, test = _labelled(b, 3000, 1), _labelled(b, 1000, 2)
+    calib, test = labelled_data(b, 3000, 1, flip=0.2), labelled_data(b, 1000, 2, flip=0.2)
     done = calibrate_bundle(b, calib, CascadeCalibrator(risk=0.2), backend="torch", test=test, cache=False)
     assert done.provenance is not None and done.provenance.precision == "fp16"
     assert done.report["precision"] == "fp16"
