@@ -213,7 +213,7 @@ def write_bundle(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise BadInputError(f"{path} already exists (pass overwrite to replace it)")
+        raise BadInputError(f"{path} already exists (pass overwrite=True to replace it)")
     specs: list[MemberSection] = []
     with atomic_directory(path, overwrite=overwrite) as tmp:
         for spec, source in members:

@@ -30,8 +30,8 @@ from wcx.errors import BadInputError, WcxError
 from wcx.version import __version__
 
 #: library parameter names -> the options that set them. The library's messages name its
-#: parameters; the command line shows its own options instead. Names with an underscore are
-#: replaced wherever they stand, single words only at the start of a message.
+#: parameters; the command line shows its own options instead. Names with an underscore, and
+#: ``name=True``, are replaced wherever they stand; single words only at the start of a message.
 _FLAGS = {
     "batch_size": "--batch-size", "opt_batch": "--opt-batch", "max_batch": "--max-batch",
     "workspace_mb": "--workspace-mb", "log_level": "--trt-log-level", "input_shape": "--input-shape",
@@ -40,16 +40,18 @@ _FLAGS = {
     "names": "--names", "precision": "--precision", "opset": "--opset", "mean": "--mean", "std": "--std",
     "risk": "--risk", "delta": "--delta", "tpr": "--tpr", "eps": "--eps", "seed": "--seed",
     "threads": "--threads", "widths": "--widths", "budget": "--budget", "repeats": "--repeats",
-    "warmup": "--warmup", "cost": "--cost",
+    "warmup": "--warmup", "cost": "--cost", "overwrite": "--overwrite",
+    "size": "--size",
 }
 
 
 def cli_message(message: str) -> str:
     """A library message with its parameter names replaced by the command line's options."""
     for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w\-/.]){name}=True\b", flag, message)
         if "_" in name:
             message = re.sub(rf"(?<![\w\-/.]){name}(?![\w\-])", flag, message)
-    first = re.match(r"^([a-z]+)(?=:| must| \()", message)
+    first = re.match(r"^([a-z]+)(?=[: ])", message)
     if first and first.group(1) in _FLAGS:
         message = _FLAGS[first.group(1)] + message[first.end():]
     return message

@@ -134,7 +134,7 @@ def run_demo(
     sizes = zoo_sizes(zoo)
     if size not in sizes[:-1]:
         raise BadInputError(
-            f"--size: {size!r} is not a zoo size with a larger one to compare with; "
+            f"size: {size!r} is not a zoo size with a larger one to compare with; "
             f"valid sizes: {', '.join(sizes[:-1])}"
         )
     members = size_members(zoo, size, 2)

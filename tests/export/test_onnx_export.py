@@ -30,7 +30,7 @@ def test_export_has_dynamic_batch_and_matches_torch(tmp_path: Path) -> None:
 
 def test_read_signature_refuses_fixed_batch_and_wrong_shape(tmp_path: Path) -> None:
     path = make_mlp_onnx(tmp_path / "mlp.onnx")
-    with pytest.raises(BadInputError, match="does not match --input-shape"):
+    with pytest.raises(BadInputError, match="does not match input_shape"):
         read_signature(path, sample_shape=(1, 4, 4))
     model = onnx.load(str(path))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1

@@ -222,7 +222,7 @@ def _prepare_checks(
                 raise BadInputError(
                     f"{calib.path}: {len(calib)} inputs are too few to hold back {holdout_fraction:.0%} "
                     f"for the INT8 agreement check (needs at least {MIN_INT8_EVAL} held back); "
-                    "give more data or --eval-data"
+                    "give more data or eval_data"
                 )
             int8_eval = preprocess(calib.x[eval_idx], mean, std)
             int8_labels = None if calib.y is None else calib.y[eval_idx]
@@ -459,7 +459,7 @@ def export_bundle(
     if max_batch < 1 or parity_samples < 1:
         raise BadInputError("max_batch and parity_samples must be positive")
     if out.exists() and not overwrite:
-        raise BadInputError(f"{out} already exists (pass --overwrite to replace it)")
+        raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
     mean_l, std_l = channel_stats(mean, std, sample_shape[0])
 
     specs = [m if not isinstance(m, (str, Path)) else str(m) for m in models]

@@ -120,7 +120,7 @@ def read_signature(path: str | Path, *, sample_shape: tuple[int, ...] | None = N
     shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
     if sample_shape is not None and shape != tuple(sample_shape):
         raise BadInputError(
-            f"{path}: input sample shape {shape} does not match --input-shape {tuple(sample_shape)}"
+            f"{path}: input sample shape {shape} does not match input_shape {tuple(sample_shape)}"
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxSignature(input_name=inp.name, output_name=out.name, sample_shape=shape, opset=opset)

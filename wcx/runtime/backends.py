@@ -28,10 +28,6 @@ from wcx.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
-#: options the library passes to every backend; each backend takes the ones it names
-COMMON_OPTIONS: tuple[str, ...] = ("threads", "device", "max_batch", "cuda_graphs", "log_level")
-
-
 @dataclass(frozen=True)
 class Backend:
     """How to build runners of one backend.

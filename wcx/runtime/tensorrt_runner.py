@@ -186,6 +186,7 @@ class TensorRTRunner(Runner):
             extra[name] = torch.empty(shape, dtype=dtype, device=self._device)
         self._extra_outputs, self._output_buffer = extra, output_buffer
         self._trt, self._torch = trt, torch
+        # the context is only valid while its engine and runtime live: keep all three
         self._runtime, self._engine, self._context = runtime, engine, context
         self._input_name, self._output_name = self.member.input.name, self.member.output_name
         self._input_dtype = input_dtype

@@ -137,7 +137,7 @@ class TorchRunner(Runner):
             raise BadInputError("CUDA graphs need device='cuda'")
         self.cuda_graphs = bool(cuda_graphs)
         self.max_batch = 256 if max_batch is None else int(max_batch)
-        self.buckets = bucket_sizes(self.max_batch)
+        bucket_sizes(self.max_batch)  # refuses a max_batch below 1
         self.channels_last = channels_last and len(self.member.sample_shape) == 3
         self.cudnn_benchmark = cudnn_benchmark
         self._module_factory = module_factory
