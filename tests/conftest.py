@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,19 @@ def copy_bundle(tmp_path: Path):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch):
+    """A fake GPU for the TensorRT backend: the fake ``tensorrt`` module and the fake CUDA
+    binding (tests/fakes). Yields ``(trt, cudart)``."""
+    from tests.fakes.cudart import FakeCudart
+    from tests.fakes.tensorrt import make_fake_tensorrt
+    from wcx.cuda_runtime import use_binding
+    from wcx.export import tensorrt_engine
+
+    trt = make_fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tensorrt_engine, "_LOGGER_SINGLETON", {})
+    with use_binding(FakeCudart(name=b"Fake Orin", capability=(8, 7))) as cudart:
+        yield trt, cudart

@@ -22,11 +22,12 @@ SUBPACKAGES = ("core", "export", "calibration", "runtime", "zoo")
 LAYERS = {
     "wcx.core": {"wcx.errors"},
     "wcx.atomic": {"wcx.json_values"},
+    "wcx.cuda_runtime": set(),
     "wcx.json_values": set(),
     "wcx.bundle": {"wcx.core", "wcx.atomic"},
     "wcx.data": {"wcx.atomic"},
-    "wcx.export": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values"},
-    "wcx.runtime": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.export"},
+    "wcx.export": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values", "wcx.cuda_runtime"},
+    "wcx.runtime": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.export", "wcx.cuda_runtime"},
     "wcx.calibration": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values", "wcx.runtime"},
 }
 

@@ -12,7 +12,11 @@ What it measures, all through ``wcx.runtime`` (``TorchRunner`` + ``Executor`` + 
    copy, gather and scatter are all inside the timing), compared with the floor (sum of the
    stages alone at the sizes the cascade ran them) and with B4 alone;
 3. the pipelined mode (``Cascade.stream``) against plain calls on host uint8 batches;
-4. the torch runner against ONNX Runtime on a real zoo member (``wcx.zoo.architectures``) on
+4. the executor's host path against its device path with the same torch-CUDA runners, on host
+   uint8 batches: on the host path (what a TensorRT cascade runs, to stay torch-free) every stage's
+   logits come back to the host, scores and row selection run in numpy and the selected rows are
+   uploaded again;
+5. the torch runner against ONNX Runtime on a real zoo member (``wcx.zoo.architectures``) on
    real Fashion-MNIST inputs: top-1 agreement (target >= 99.5%). Skipped with a message when the
    zoo or its weights are absent.
 
@@ -52,6 +56,7 @@ from wcx.core.preprocess import Preprocessor  # noqa: E402
 from wcx.runtime.buckets import pick_bucket  # noqa: E402
 from wcx.runtime.cascade import Cascade  # noqa: E402
 from wcx.runtime.executor import Executor  # noqa: E402
+from wcx.runtime.runner import LOGITS, Runner  # noqa: E402
 from wcx.runtime.torch_runner import TorchRunner  # noqa: E402
 
 #: torchvision builder and input resolution of each size
@@ -63,6 +68,29 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+class HostLogits(Runner):
+    """A torch runner whose logits come back to the host as numpy: a cascade of these runs the
+    executor's host path, as a TensorRT cascade does."""
+
+    backend = "torch-host"
+    array_library = "numpy"
+    pads_to_buckets = False  # the inner runner pads to its buckets itself
+
+    def __init__(self, inner: TorchRunner) -> None:
+        super().__init__(None, 0, member=inner.member)
+        self.inner = inner
+
+    def activate_impl(self) -> None:
+        if not self.inner.is_active:
+            self.inner.activate()
+
+    def infer_impl(self, x: Any, rows: int) -> Any:
+        return self.inner.infer({self.member.input.name: x})[LOGITS].cpu().numpy()
+
+    def deactivate_impl(self) -> None:
+        self.inner.deactivate()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +272,27 @@ class Bench:
         for r in runners:
             r.deactivate()
 
-    # -- 4. torch runner vs ONNX Runtime on a zoo member -------------------------------------
+    # -- 4. the executor's host path against its device path --------------------------------
+    def host_vs_device(self, size: str, fraction: float, sizes: list[int]) -> None:
+        log(f"[host path] {size}+{size} {round(fraction * 100)}%")
+        runners = [self.runner(size, 0), self.runner(size, 1)]
+        res = self.res(size)
+        device = Cascade(runners, policy=ForcedFractionPolicy(fraction), input=self.input_section(size),
+                         num_classes=self.num_classes(), backend="torch")
+        host = Cascade([HostLogits(r) for r in runners], policy=ForcedFractionPolicy(fraction),
+                       input=self.input_section(size), num_classes=self.num_classes(), backend="torch-host")
+        for bs in sizes:
+            batch = np.random.default_rng(1).integers(0, 256, (bs, 3, res, res)).astype(np.uint8)
+            on_device = self.time(lambda batch=batch: device(batch))
+            on_host = self.time(lambda batch=batch: host(batch))
+            self.records.append({"config": f"{size}+{size} {round(fraction * 100)}% device path", "batch_size": bs,
+                                 **on_device})
+            self.records.append({"config": f"{size}+{size} {round(fraction * 100)}% host path", "batch_size": bs,
+                                 **on_host, "host_over_device": on_host["p50_ms"] / on_device["p50_ms"]})
+        for r in runners:
+            r.deactivate()
+
+    # -- 5. torch runner vs ONNX Runtime on a zoo member -------------------------------------
     def zoo_parity(self, member: str, n_rows: int) -> None:
         log(f"[zoo] torch vs onnxruntime on {member}")
         try:
@@ -320,12 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default="0.10,0.25,0.50", help="forced pass fractions of the cascades")
     p.add_argument("--repeats", type=int, default=40, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
+    p.add_argument("--host-sizes", default="1,8,32", help="batch sizes of the host-path vs device-path comparison")
     p.add_argument("--zoo-member", default="b2_s0", help="zoo member of the torch-vs-ONNX Runtime check")
     p.add_argument("--zoo-rows", type=int, default=5000, help="test images of that check")
     p.add_argument("--json", type=Path, default=None, help="also write every record here")
     args = p.parse_args(argv)
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
     args.fractions = [float(v) for v in args.fractions.split(",")]
+    args.host_sizes = [int(v) for v in args.host_sizes.split(",")]
     models = args.models.split(",")
     cascade_models = [m for m in args.cascade_models.split(",") if m]
     if "b4" not in models and not args.tiny:
@@ -345,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         ("alone", lambda: bench.models_alone(sorted(set(models) | set(cascade_models)), cascade_models)),
         ("cascades", lambda: bench.cascades(cascade_models)),
         ("stream", lambda: bench.pipelined(cascade_models[0] if cascade_models else "b2", 0.25)),
+        ("host path", lambda: bench.host_vs_device(cascade_models[0] if cascade_models else "b2", 0.25,
+                                                   [1, 4, 8] if args.tiny else args.host_sizes)),
         ("zoo", lambda: bench.zoo_parity(args.zoo_member, 64 if args.tiny else args.zoo_rows)),
     ]
     for name, step in steps:

@@ -169,10 +169,11 @@ class _ModuleAnalysis:
                             changed |= self._taint(target, fn)
                 elif isinstance(node, (ast.For, ast.comprehension)) and self._is_tainted(node.iter, fn):
                     changed |= self._taint(node.target, fn)
-                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                      and node.func.id in self.functions):
-                    callee = self.functions[node.func.id]
+                elif isinstance(node, ast.Call) and self._callee(node) is not None:
+                    callee = self.functions[self._callee(node) or ""]
                     params = [a.arg for a in callee.args.args]
+                    if isinstance(node.func, ast.Attribute):  # self.method(...): skip ``self``
+                        params = params[1:]
                     for param, arg in zip(params, node.args, strict=False):
                         if self._is_tainted(arg, fn) and param not in self.tainted[callee.name]:
                             self.tainted[callee.name].add(param)
@@ -183,6 +184,16 @@ class _ModuleAnalysis:
                         if param and self._is_tainted(kw.value, fn) and param not in known:
                             known.add(param)
                             changed = True
+
+    def _callee(self, node: ast.Call) -> str | None:
+        """The name of the function of this module a call calls (``f(...)`` or ``self.f(...)``)."""
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in self.functions:
+            return func.id
+        if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self"
+                and func.attr in self.functions):
+            return func.attr
+        return None
 
     def _taint(self, target: ast.AST, fn: str) -> bool:
         key = _key(target)

@@ -17,11 +17,12 @@ import sys
 import types
 from pathlib import Path
 
-import onnx
 import pytest
 from typer.testing import CliRunner
 
 from tests.bundle_factory import make_mlp_bundle
+from tests.fakes.cudart import FakeCudart
+from tests.fakes.tensorrt import MAGIC, make_fake_tensorrt
 from wcx.bundle import Bundle
 from wcx.core.manifest import EngineRecord, EnginesSection
 from wcx.errors import BadInputError, MissingDependencyError, WorkFailedError
@@ -198,12 +199,21 @@ def test_tensorrt_available_reports_the_reason(no_tensorrt) -> None:
 
 
 def test_tensorrt_available_without_a_gpu(monkeypatch) -> None:
+    from wcx.cuda_runtime import use_binding
+
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
-    torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ok, reason = tensorrt_available()
+    with use_binding(FakeCudart(devices=0)):
+        ok, reason = tensorrt_available()
     assert ok is False
     assert "needs a CUDA GPU" in reason and "--backend onnxruntime" in reason
+
+
+def test_tensorrt_available_without_the_cuda_binding(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    ok, reason = tensorrt_available()
+    assert ok is False and "pip install cuda-bindings" in reason
 
 
 def test_build_engines_without_tensorrt(no_tensorrt, mlp_bundle) -> None:
@@ -281,143 +291,25 @@ def test_cli_build_engines_calls_the_library(monkeypatch, mlp_bundle, tmp_path) 
 # -------------------------------------------------------------------------------------------
 # build_engines against a fake TensorRT module (control flow, staging, manifest records)
 # -------------------------------------------------------------------------------------------
-class _Enum:
-    def __init__(self, **members):
-        for k, v in members.items():
-            setattr(self, k, v)
-
-
-def make_fake_tensorrt(*, fail_build_for: str | None = None, fail_parse: bool = False):
-    """A minimal stand-in for the TensorRT 10/11 Python API, strict about what wcx may call."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0.30"
-    trt.events = []
-
-    class ILogger:
-        Severity = _Enum(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
-
-        def __init__(self):
-            self._base_init = True
-
-    trt.ILogger = ILogger
-    trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=1)
-    trt.MemoryPoolType = _Enum(WORKSPACE=0)
-
-    class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
-
-    class Network:
-        def __init__(self, flags):
-            if flags != 1 << 1:
-                raise AssertionError(f"network flags {flags}: only STRONGLY_TYPED may be set")
-            self.inputs, self.outputs = [], []
-
-        num_inputs = property(lambda self: len(self.inputs))
-        num_outputs = property(lambda self: len(self.outputs))
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-        def get_output(self, i):
-            return self.outputs[i]
-
-    class ParserError:
-        def desc(self):
-            return "Unsupported operator Foo"
-
-        def node(self):
-            return 3
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            assert getattr(logger, "_base_init", False), "ILogger.__init__ was not called"
-            self.network, self.errors = network, []
-
-        def parse(self, model, path=None):
-            if fail_parse:
-                self.errors.append(ParserError())
-                return False
-            graph = onnx.load_from_string(bytes(model)).graph
-            for vi in graph.input:
-                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-                self.network.inputs.append(Tensor(vi.name, tuple(dims)))
-            self.network.outputs = [Tensor(vo.name, None) for vo in graph.output]
-            return True
-
-        num_errors = property(lambda self: len(self.errors))
-
-        def get_error(self, i):
-            return self.errors[i]
-
-    class TimingCache:
-        def __init__(self, blob):
-            self.blob = bytes(blob)
-
-        def serialize(self):
-            return self.blob + b"+"
-
-    class Config:
-        def __init__(self):
-            self.profiles, self.pool, self.cache = [], None, None
-
-        def set_memory_pool_limit(self, pool, size):
-            self.pool = (pool, size)
-
-        def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
-
-        def create_timing_cache(self, blob):
-            trt.events.append(("create_timing_cache", bytes(blob)))
-            return TimingCache(blob)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-            return True
-
-    class Profile:
-        def set_shape(self, name, mn, opt, mx):
-            self.shape = (name, mn, opt, mx)
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags=0):
-            return Network(flags)
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            name = network.inputs[0].name
-            trt.events.append(("build", config.profiles[0].shape, config.pool))
-            if fail_build_for is not None and len([e for e in trt.events if e[0] == "build"]) == 2:
-                self.logger.log(ILogger.Severity.ERROR, "out of memory while building")
-                return None
-            return memoryview(f"ENGINE:{name}:{config.profiles[0].shape}".encode())
-
-    trt.OnnxParser, trt.Builder = OnnxParser, Builder
-    return trt
-
-
 @pytest.fixture
 def fake_trt(monkeypatch):
+    """Install the fake TensorRT module and a fake GPU (an Orin, compute capability 8.7)."""
+    from wcx.cuda_runtime import use_binding
+
+    stack = []
+
     def install(**kwargs):
         trt = make_fake_tensorrt(**kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(engine_compat, "cuda_gpu_facts",
-                            lambda purpose="": {"gpu_name": "Orin", "compute_capability": "8.7"})
-        monkeypatch.setattr(tensorrt_engine, "cuda_gpu_facts",
-                            lambda purpose="": {"gpu_name": "Orin", "compute_capability": "8.7"})
         monkeypatch.setattr(tensorrt_engine, "_LOGGER_SINGLETON", {})
+        ctx = use_binding(FakeCudart(name=b"Orin", capability=(8, 7)))
+        ctx.__enter__()
+        stack.append(ctx)
         return trt
 
-    return install
+    yield install
+    for ctx in reversed(stack):
+        ctx.__exit__(None, None, None)
 
 
 def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
@@ -435,7 +327,7 @@ def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
     rec = section.members["m0"]
     assert rec == records[0]
     assert rec.file == "engines/m0.engine"
-    assert (bundle.path / "engines/m0.engine").read_bytes().startswith(b"ENGINE:input:")
+    assert (bundle.path / "engines/m0.engine").read_bytes().startswith(MAGIC)
     assert rec.onnx_sha256 == reloaded.members[0].sha256
     assert rec.tensorrt_version == "10.3.0.30"
     assert (rec.gpu_name, rec.compute_capability) == ("Orin", "8.7")

@@ -33,12 +33,20 @@ def test_gpu_bench_tiny_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.gpu
-def test_gpu_bench_needs_cuda_or_tiny() -> None:
+def test_gpu_bench_runs_on_cuda(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    assert mod.main(["--models", "b0", "--cascade-models", "b0", "--batch-sizes", "1,8", "--repeats", "3",
-                     "--warmup", "1", "--fractions", "0.5", "--zoo-rows", "256"]) in (0, 1)
+    out = tmp_path / "bench.json"
+    rc = mod.main(["--models", "b0", "--cascade-models", "b0", "--batch-sizes", "1,8", "--repeats", "3",
+                   "--warmup", "1", "--fractions", "0.5", "--zoo-rows", "256", "--json", str(out)])
+    assert rc == 0
+    records = json.loads(out.read_text())["records"]
+    cascade = [r for r in records if r["config"] == "b0+b0 cascade 50%" and r["batch_size"] == 8]
+    assert cascade and cascade[0]["stage2_padded"] == [4] and cascade[0]["p50_ms"] > 0
+    parity = [r for r in records if r["config"].startswith("zoo parity")]
+    assert parity and parity[0]["top1_agreement"] >= 0.995

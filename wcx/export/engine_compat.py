@@ -1,6 +1,6 @@
 """TensorRT engine facts that need no GPU: profiles, compatibility, availability.
 
-Everything here is pure Python (no ``tensorrt``, no ``torch`` at import time) so that it can be
+Everything here is pure Python (no ``tensorrt``, no CUDA binding at import time) so that it can be
 unit-tested anywhere; the engine builder (:mod:`wcx.export.tensorrt_engine`) and the runner
 (:mod:`wcx.runtime.tensorrt_runner`) call into it.
 
@@ -48,10 +48,10 @@ TIMING_CACHE_FILE = f"{ENGINE_DIR}/timing.cache"
 #: How to get TensorRT, for error messages (there is no ``pip install wcx[tensorrt]`` that
 #: brings TensorRT itself: on Jetson it is part of JetPack).
 INSTALL_HINT = (
-    "on x86_64 'pip install tensorrt' (NVIDIA's wheels, TensorRT 10.3 or newer, with torch "
-    "built for CUDA: pip install 'wcx[tensorrt]'); on Jetson TensorRT comes with JetPack 6 "
-    "(TensorRT 10.3), not from pip: use the system Python or create the venv with "
-    "--system-site-packages; '--backend onnxruntime' works without it"
+    "on x86_64 'pip install tensorrt' (NVIDIA's wheels, TensorRT 10.3 or newer) and NVIDIA's CUDA "
+    "binding (pip install cuda-bindings, or wcx's 'tensorrt' extra from its checkout); on Jetson "
+    "TensorRT comes with JetPack 6 (TensorRT 10.3), not from pip: use the system Python or create "
+    "the venv with --system-site-packages; '--backend onnxruntime' works without it"
 )
 
 
@@ -84,26 +84,14 @@ def import_tensorrt(purpose: str = "The TensorRT backend") -> Any:
 
 
 def cuda_gpu_facts(purpose: str = "The TensorRT backend") -> dict[str, str]:
-    """Name and compute capability of the current CUDA device, read through torch.
+    """Name and compute capability of the current CUDA device, read through NVIDIA's CUDA
+    binding (:mod:`wcx.cuda_runtime`; no torch).
 
-    Raises ``MissingDependencyError`` without torch or without a CUDA GPU.
+    Raises ``MissingDependencyError`` without the binding or without a CUDA GPU.
     """
-    try:
-        torch = importlib.import_module("torch")
-    except ImportError:
-        raise MissingDependencyError(
-            f"{purpose} needs torch built for CUDA (device buffers and streams): "
-            f"pip install 'wcx[tensorrt]'; '--backend onnxruntime' works without it"
-        ) from None
-    if not torch.cuda.is_available():
-        raise MissingDependencyError(
-            f"{purpose} needs a CUDA GPU, and torch {torch.__version__} sees none "
-            f"(CUDA build: {torch.version.cuda or 'no, CPU-only torch'}); "
-            f"'--backend onnxruntime' works without one"
-        )
-    device = torch.cuda.current_device()
-    major, minor = torch.cuda.get_device_capability(device)
-    return {"gpu_name": str(torch.cuda.get_device_name(device)), "compute_capability": f"{major}.{minor}"}
+    from wcx.cuda_runtime import Cuda
+
+    return Cuda(purpose=purpose).facts()
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -112,7 +100,7 @@ def tensorrt_available() -> tuple[bool, str]:
 
     Never raises. Meant for the runtime's ``backend="auto"``: try TensorRT when this says True,
     otherwise log the reason at info level and fall back to the next backend. It imports
-    ``tensorrt`` and ``torch`` (and initialises CUDA) when they are installed.
+    ``tensorrt`` and the CUDA binding (and initialises CUDA) when they are installed.
     """
     try:
         trt = import_tensorrt()

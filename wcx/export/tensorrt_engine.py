@@ -13,7 +13,7 @@ the bundle as ``engines/timing.cache``), ``build_serialized_network``, and write
 requested member has built, then the manifest's ``engines`` section is updated (see
 :mod:`wcx.export.engine_compat` for its layout and the compatibility rules).
 
-``tensorrt`` and ``torch`` are imported inside the functions, never at ``import wcx``.
+``tensorrt`` and the CUDA binding are imported inside the functions, never at ``import wcx``.
 Without them, or without a GPU, ``build_engines`` raises ``MissingDependencyError`` (CLI exit
 2) naming what is missing and how to install it.
 """
@@ -252,7 +252,7 @@ def build_engines(
     Engines land in ``BUNDLE/engines/<member>.engine``; records of members not rebuilt are
     kept. Either every requested engine is written and recorded, or none is.
 
-    Raises ``MissingDependencyError`` (exit 2) without TensorRT, torch with CUDA, or a GPU;
+    Raises ``MissingDependencyError`` (exit 2) without TensorRT, the CUDA binding, or a GPU;
     ``BadInputError`` (exit 2) for bad options or a member TensorRT cannot take as given;
     ``WorkFailedError`` (exit 1) when TensorRT fails to parse or build.
     """

@@ -146,15 +146,27 @@ def provenance_of(runners: Sequence[Runner], backend: str) -> Provenance:
 # -------------------------------------------------------------------------------------------
 # the backends that ship with wcx
 # -------------------------------------------------------------------------------------------
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (one already imported counts)."""
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
 def _onnxruntime_available(bundle: Bundle, options: dict[str, Any]) -> tuple[bool, str]:
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not _installed("onnxruntime"):
         return False, "onnxruntime is not installed"
     return True, ""
 
 
-def _torch_cuda(options: dict[str, Any]) -> tuple[bool, str]:
-    if importlib.util.find_spec("torch") is None:
-        return False, "torch is not installed (pip install 'wcx[torch]')"
+def _torch_available(bundle: Bundle, options: dict[str, Any]) -> tuple[bool, str]:
+    missing = [m.name for m in bundle.members if m.torch_source is None]
+    if missing:
+        return False, f"members {', '.join(missing)} have no torch_source"
+    if not _installed("torch"):
+        return False, "torch is not installed (install wcx with its 'torch' extra)"
     if str(options.get("device") or "cuda").startswith("cpu"):
         return True, ""
     import torch
@@ -164,19 +176,18 @@ def _torch_cuda(options: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def _torch_available(bundle: Bundle, options: dict[str, Any]) -> tuple[bool, str]:
-    missing = [m.name for m in bundle.members if m.torch_source is None]
-    if missing:
-        return False, f"members {', '.join(missing)} have no torch_source"
-    return _torch_cuda(options)
-
-
 def _tensorrt_available(bundle: Bundle, options: dict[str, Any]) -> tuple[bool, str]:
     if bundle.engines is None or not bundle.engines.members:
         return False, "the bundle has no TensorRT engines (wcx build-engines)"
-    if importlib.util.find_spec("tensorrt") is None:
+    if not _installed("tensorrt"):
         return False, "tensorrt is not installed"
-    return _torch_cuda({})
+    from wcx.cuda_runtime import Cuda
+
+    try:
+        Cuda(purpose="The TensorRT backend")
+    except MissingDependencyError as exc:
+        return False, str(exc)
+    return True, ""
 
 
 ONNXRUNTIME = register_backend(Backend(
@@ -189,5 +200,6 @@ TORCH = register_backend(Backend(
 ))
 TENSORRT = register_backend(Backend(
     "tensorrt", "wcx.runtime.tensorrt_runner:TensorRTRunner", options=("log_level",),
-    availability=_tensorrt_available, auto_rank=10, description="TensorRT engines built by wcx build-engines",
+    availability=_tensorrt_available, auto_rank=10,
+    description="TensorRT engines built by wcx build-engines (CUDA through cuda-bindings, no torch)",
 ))

@@ -1,21 +1,24 @@
-"""The TensorRT backend: one member's engine on one CUDA GPU (TensorRT 10.3+ and 11).
+"""The TensorRT backend: one member's engine on one CUDA GPU (TensorRT 10.3+ and 11), no torch.
 
 ``activate`` checks the engine record against this machine (TensorRT version, GPU compute
 capability, the member ONNX's sha256: :func:`wcx.export.engine_compat.check_engine_compatible`),
 reads the engine from the bundle's own file (hash-checked again), deserializes it with
-``trt.Runtime(logger).deserialize_cuda_engine``, creates one execution context and finds the I/O
-tensors by name and mode. Device memory is torch's: output buffers are torch CUDA tensors sized
-from the profile's max batch, addresses are ``tensor.data_ptr()``, and ``execute_async_v3`` runs
-on ``torch.cuda.current_stream()`` (as Torch-TensorRT's Python runtime does; no pycuda).
+``trt.Runtime(logger).deserialize_cuda_engine``, creates one execution context, finds the I/O
+tensors by name and mode, and allocates once, for the profile's largest batch: device buffers for
+every I/O tensor, page-locked host buffers for the input and the logits, and one CUDA stream.
+Device memory, copies and the stream come from NVIDIA's CUDA binding (:mod:`wcx.cuda_runtime`),
+so an edge device needs TensorRT, the binding and numpy.
 
-``infer({input: x})`` takes a float32 ``(n, C, H, W)`` batch, a host numpy array or a CUDA tensor,
-and returns ``{"logits": (n, K) CUDA float32}``, enqueued on the current stream (no host
-synchronisation). Batches larger than the profile's max run in chunks, each padded to its shape
-bucket. An FP16 engine input (an ONNX whose input is float16) is fed a converted copy; FP16
-outputs are converted to float32.
+``infer({input: x})`` takes a host float32 batch ``(n, C, H, W)`` and returns host float32
+logits ``(n, K)``: a cascade on this backend runs the executor's host path (scores and row
+selection in numpy, only the selected rows copied in). Per chunk of at most the profile's max
+batch, padded to its shape bucket: the rows are written into the pinned input (converted to the
+engine's input type, e.g. FP16), copied to the device, ``set_input_shape`` /
+``set_tensor_address`` / ``execute_async_v3`` run on the runner's stream, the logits are copied
+back, and the stream is synchronised before the host reads them.
 
-One runner has one execution context, so it must not be used from two threads or two streams at
-once; make one runner per stream to overlap batches.
+One runner has one execution context and one stream, so it must not be used from two threads at
+once (the cascade serialises its calls).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from wcx.core.provenance import MemberProvenance
 from wcx.errors import BadInputError, MissingDependencyError, WorkFailedError
 from wcx.export.engine_compat import (
     check_engine_compatible,
-    cuda_gpu_facts,
     engine_record_for,
     import_tensorrt,
     normalize_compute_capability,
@@ -47,33 +49,22 @@ class TensorRTRunner(Runner):
     """One bundle member as a TensorRT engine (built by ``wcx build-engines``)."""
 
     backend = "tensorrt"
-    array_library = "torch"
+    array_library = "numpy"
     pads_to_buckets = True
 
-    def __init__(self, bundle: Bundle, member_index: int, *, log_level: str = "warning") -> None:
+    def __init__(self, bundle: Bundle, member_index: int, *, log_level: str = "warning",
+                 device_index: int = 0) -> None:
         super().__init__(bundle, member_index)
         self.log_level = log_level
+        self.device_index = device_index
         engines = bundle.engines
         self.record: EngineRecord | None = None if engines is None else engines.members.get(self.member.name)
         self.max_batch = None if self.record is None else self.record.max_batch
-        self._trt: Any = None
-        self._torch: Any = None
-        self._runtime: Any = None
-        self._engine: Any = None
-        self._context: Any = None
-        self._input_name = ""
-        self._output_name = ""
-        self._input_dtype: Any = None
-        self._output_buffer: Any = None
-        self._extra_outputs: dict[str, Any] = {}
-        self._device: Any = None
-        self._side_stream: Any = None
+        self._cuda: Any = None
+        self._facts: dict[str, str] = {}
+        self._release: list[Any] = []  # what deactivate frees, in reverse order
 
     # -- facts -------------------------------------------------------------------------------
-    @property
-    def device(self) -> str:
-        return str(self._device) if self._device is not None else "cuda"
-
     def provenance(self) -> MemberProvenance:
         """The engine that runs: its file's hash, and the TensorRT and GPU it runs on (read from
         this machine where TensorRT and a GPU are present, else from the engine record)."""
@@ -81,8 +72,8 @@ class TensorRTRunner(Runner):
         record = self.record
         try:
             version: str | None = str(import_tensorrt().__version__)
-            capability: str | None = cuda_gpu_facts()["compute_capability"]
-        except MissingDependencyError:
+            capability: str | None = self._gpu_facts()["compute_capability"]
+        except (MissingDependencyError, WorkFailedError):
             version = None if record is None else record.tensorrt_version
             capability = None if record is None else normalize_compute_capability(record.compute_capability)
         return MemberProvenance(base.name, base.precision, onnx_sha256=base.onnx_sha256, input=base.input,
@@ -92,21 +83,28 @@ class TensorRTRunner(Runner):
     def info(self) -> dict[str, Any]:
         facts: dict[str, Any] = {}
         try:
-            facts["gpu_name"] = cuda_gpu_facts()["gpu_name"]
+            facts["gpu_name"] = self._gpu_facts()["gpu_name"]
             facts["tensorrt"] = str(import_tensorrt().__version__)
-        except MissingDependencyError:
+        except (MissingDependencyError, WorkFailedError):
             pass
         return facts
 
+    def _gpu_facts(self) -> dict[str, str]:
+        if not self._facts:
+            from wcx.cuda_runtime import Cuda
+
+            self._facts = Cuda(self.device_index).facts()
+        return self._facts
+
     # -- lifecycle -----------------------------------------------------------------------------
     def activate_impl(self) -> None:
+        from wcx.cuda_runtime import Cuda
         from wcx.export.tensorrt_engine import get_trt_logger
 
         purpose = "The TensorRT backend"
         trt = import_tensorrt(purpose)
-        facts = cuda_gpu_facts(purpose)
-        import torch
-
+        cuda = Cuda(self.device_index, purpose=purpose)
+        facts = cuda.facts()
         assert self.bundle is not None
         record = engine_record_for(self.bundle.manifest, self.member.name, bundle_path=self.bundle.path)
         check_engine_compatible(
@@ -114,7 +112,6 @@ class TensorRTRunner(Runner):
             compute_capability=facts["compute_capability"], onnx_sha256=self.member.sha256,
             bundle_path=self.bundle.path,
         )
-        max_batch = record.max_batch
         path = self.bundle.file(record.file)  # refuses paths outside the bundle
         if not path.is_file():
             raise BadInputError(f"{self.bundle.path}: engine file {record.file} is missing; "
@@ -123,10 +120,7 @@ class TensorRTRunner(Runner):
         if hashlib.sha256(plan).hexdigest() != record.sha256:
             raise BadInputError(f"{self.bundle.path}: engine file {record.file} was altered; "
                                 f"rebuild the engines: {rebuild_hint(self.bundle.path)}")
-
-        self._device = torch.device("cuda", torch.cuda.current_device())
-        logger = get_trt_logger(trt, self.log_level)
-        runtime = trt.Runtime(logger)
+        runtime = trt.Runtime(get_trt_logger(trt, self.log_level))
         engine = runtime.deserialize_cuda_engine(plan)
         del plan
         if engine is None:
@@ -134,121 +128,121 @@ class TensorRTRunner(Runner):
                 f"TensorRT could not deserialize the engine of member {self.member.name!r} "
                 f"({record.file}); rebuild the engines: {rebuild_hint(self.bundle.path)}"
             )
+        io = self._discover(trt, engine, record)
+        context = engine.create_execution_context()
+        if context is None:
+            raise WorkFailedError(f"TensorRT could not create an execution context for member "
+                                  f"{self.member.name!r} (out of GPU memory?)")
+        try:
+            self._allocate(cuda, io)
+        except BaseException:
+            self._free()
+            raise
+        # the context is only valid while its engine and runtime live: keep all three
+        self._runtime, self._engine, self._context, self._trt = runtime, engine, context, trt
+        self._cuda, self._facts, self.record = cuda, facts, record
+        log.debug("activated %s: TensorRT %s, max batch %d, %s", self.name, trt.__version__, record.max_batch, facts)
+
+    def _discover(self, trt: Any, engine: Any, record: EngineRecord) -> dict[str, Any]:
+        """The engine's I/O tensors by name and mode, checked against the manifest."""
         inputs: list[str] = []
         outputs: list[str] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
-        if self.member.input.name not in inputs or self.member.output_name not in outputs:
+        in_name, out_name = self.member.input.name, self.member.output_name
+        if inputs != [in_name] or out_name not in outputs:
             raise BadInputError(
-                f"the engine of member {self.member.name!r} has inputs {inputs} and outputs {outputs}; "
-                f"the manifest expects {self.member.input.name!r} -> {self.member.output_name!r}: "
-                f"rebuild the engines: {rebuild_hint(self.bundle.path)}"
+                f"the engine of member {self.member.name!r} has inputs {inputs} and outputs {outputs}; the "
+                f"manifest expects {in_name!r} -> {out_name!r}: rebuild the engines: {rebuild_hint(self.bundle_path)}"
             )
-        if len(inputs) != 1:
-            raise BadInputError(f"the engine of member {self.member.name!r} has {len(inputs)} inputs; "
-                                "wcx members take one")
-        engine_max = int(engine.get_tensor_profile_shape(self.member.input.name, 0)[2][0])
-        if engine_max != max_batch:
+        engine_max = int(engine.get_tensor_profile_shape(in_name, 0)[2][0])
+        if engine_max != record.max_batch:
             raise BadInputError(
-                f"the engine of member {self.member.name!r} accepts batches up to {engine_max}, its "
-                f"manifest record says {max_batch}; rebuild the engines: {rebuild_hint(self.bundle.path)}"
+                f"the engine of member {self.member.name!r} accepts batches up to {engine_max}, its manifest "
+                f"record says {record.max_batch}; rebuild the engines: {rebuild_hint(self.bundle_path)}"
             )
-        dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-                  trt.DataType.BF16: torch.bfloat16}
-        input_dtype = dtypes.get(engine.get_tensor_dtype(self.member.input.name))
-        output_dtype = dtypes.get(engine.get_tensor_dtype(self.member.output_name))
-        if input_dtype is None or output_dtype is None:
+        floats: dict[Any, np.dtype[Any]] = {trt.DataType.FLOAT: np.dtype(np.float32),
+                                            trt.DataType.HALF: np.dtype(np.float16)}
+        types: dict[str, np.dtype[Any] | None] = {name: floats.get(engine.get_tensor_dtype(name))
+                                                  for name in [*inputs, *outputs]}
+        if types[in_name] is None or types[out_name] is None:
             raise BadInputError(
-                f"the engine of member {self.member.name!r} has I/O types "
-                f"{engine.get_tensor_dtype(self.member.input.name)} -> "
-                f"{engine.get_tensor_dtype(self.member.output_name)}; wcx feeds float32/float16/bfloat16"
+                f"the engine of member {self.member.name!r} has I/O types {engine.get_tensor_dtype(in_name)} -> "
+                f"{engine.get_tensor_dtype(out_name)}; wcx feeds float32 or float16"
             )
-        num_classes = int(self.member.num_classes)
-        out_shape = [int(d) for d in engine.get_tensor_shape(self.member.output_name)]
-        if len(out_shape) != 2 or out_shape[1] != num_classes:
+        out_shape = [int(d) for d in engine.get_tensor_shape(out_name)]
+        if len(out_shape) != 2 or out_shape[1] != self.member.num_classes:
             raise BadInputError(
-                f"the engine of member {self.member.name!r} outputs shape {out_shape}; the manifest "
-                f"expects (batch, {num_classes}): rebuild the engines: {rebuild_hint(self.bundle.path)}"
+                f"the engine of member {self.member.name!r} outputs shape {out_shape}; the manifest expects "
+                f"(batch, {self.member.num_classes}): rebuild the engines: {rebuild_hint(self.bundle_path)}"
             )
-        context = engine.create_execution_context()
-        if context is None:
-            raise WorkFailedError(f"TensorRT could not create an execution context for member "
-                                  f"{self.member.name!r} (out of GPU memory?)")
-        output_buffer = torch.empty((max_batch, num_classes), dtype=output_dtype, device=self._device)
-        # Other outputs (if a graph has more) still need an address: give them buffers too.
-        extra: dict[str, Any] = {}
-        for name in outputs:
-            if name == self.member.output_name:
-                continue
-            shape = [max_batch if d < 0 else int(d) for d in engine.get_tensor_shape(name)]
-            dtype = dtypes.get(engine.get_tensor_dtype(name), torch.float32)
-            extra[name] = torch.empty(shape, dtype=dtype, device=self._device)
-        self._extra_outputs, self._output_buffer = extra, output_buffer
-        self._trt, self._torch = trt, torch
-        # the context is only valid while its engine and runtime live: keep all three
-        self._runtime, self._engine, self._context = runtime, engine, context
-        self._input_name, self._output_name = self.member.input.name, self.member.output_name
-        self._input_dtype = input_dtype
-        self.record, self.max_batch = record, max_batch
-        log.debug("activated %s: TensorRT %s, max batch %d, %s", self.name, trt.__version__, max_batch, facts)
+        shapes = {name: [engine_max if d < 0 else int(d) for d in engine.get_tensor_shape(name)] for name in outputs}
+        shapes[in_name] = [engine_max, *self.member.sample_shape]
+        # other outputs (if a graph has more) still need device memory; 8 bytes covers any type
+        itemsize = {name: 8 if t is None else t.itemsize for name, t in types.items()}
+        nbytes = {name: int(np.prod(shape)) * itemsize[name] for name, shape in shapes.items()}
+        return {"input": in_name, "output": out_name, "types": types, "shapes": shapes, "nbytes": nbytes}
+
+    def _allocate(self, cuda: Any, io: dict[str, Any]) -> None:
+        """Device buffers for every I/O tensor and pinned host buffers for input and logits, all
+        for the profile's largest batch, and the runner's stream."""
+        self._io = io
+        self._device_buffers = {}
+        for name, nbytes in io["nbytes"].items():
+            self._device_buffers[name] = buf = cuda.alloc(nbytes)
+            self._release.append(buf)
+        self._host_in = cuda.pinned(tuple(io["shapes"][io["input"]]), io["types"][io["input"]])
+        self._release.append(self._host_in)
+        self._host_out = cuda.pinned(tuple(io["shapes"][io["output"]]), io["types"][io["output"]])
+        self._release.append(self._host_out)
+        self._stream = cuda.stream()
+        self._release.append(self._stream)
+
+    def _free(self) -> None:
+        errors = []
+        for item in reversed(self._release):
+            try:
+                item.destroy() if hasattr(item, "destroy") else item.free()
+            except WorkFailedError as exc:  # keep releasing the rest
+                errors.append(exc)
+        self._release = []
+        if errors:
+            log.warning("releasing CUDA resources of %s: %s", self.name, errors[0])
 
     def deactivate_impl(self) -> None:
-        # Release in reverse order of creation: context, engine, runtime; then the buffers.
+        # The context goes before its engine and runtime; then the buffers and the stream.
         self._context = None
         self._engine = None
         self._runtime = None
-        self._output_buffer = None
-        self._extra_outputs = {}
-        self._side_stream = None
+        self._free()
+        self._cuda = None
+
+    @property
+    def bundle_path(self) -> object:
+        return None if self.bundle is None else self.bundle.path
 
     # -- inference -----------------------------------------------------------------------------
-    def empty_logits(self) -> Any:
-        return self._torch.zeros((0, int(self.member.num_classes)), dtype=self._torch.float32, device=self._device)
-
-    def infer_impl(self, x: Any, rows: int) -> Any:
-        torch = self._torch
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x)).to(self._device, non_blocking=True)
-        elif not isinstance(x, torch.Tensor) or not x.is_cuda:
-            raise BadInputError(f"runner {self.name} takes a numpy array or a torch CUDA tensor, "
-                                f"got {type(x).__name__}")
-        elif x.device != self._device:
-            raise BadInputError(f"runner {self.name} runs on {self._device}, the input is on {x.device}")
+    def infer_impl(self, x: Any, rows: int) -> np.ndarray:
+        io, cuda, context, stream = self._io, self._cuda, self._context, self._stream
         n = int(x.shape[0])
-        if x.dtype != self._input_dtype:
-            x = x.to(self._input_dtype)
+        host_in = self._host_in.array
+        np.copyto(host_in[:n], np.asarray(x), casting="same_kind")  # float32 -> the engine's type
         if rows > n:  # pad to the shape bucket: few distinct shapes for TensorRT's kernels
-            x = torch.cat([x, x.new_zeros((rows - n, *x.shape[1:]))])
-        x = x.contiguous()
-        result = torch.empty((n, int(self.member.num_classes)), dtype=torch.float32, device=self._device)
-        caller = torch.cuda.current_stream(self._device)
-        # enqueueV3 on the legacy default stream costs extra synchronisation (TensorRT warns);
-        # like Torch-TensorRT, run on a side stream ordered after and before the caller's work.
-        on_default = caller == torch.cuda.default_stream(self._device)
-        if on_default:
-            if self._side_stream is None:
-                self._side_stream = torch.cuda.Stream(device=self._device)
-            stream = self._side_stream
-            stream.wait_stream(caller)
-        else:
-            stream = caller
-        with torch.cuda.stream(stream):
-            self._enqueue(x, stream)
-            result.copy_(self._output_buffer[:n])
-        if on_default:
-            caller.wait_stream(stream)
-        return result
-
-    def _enqueue(self, chunk: Any, stream: Any) -> None:
-        context, k = self._context, int(chunk.shape[0])
-        if not context.set_input_shape(self._input_name, tuple(chunk.shape)):
-            raise WorkFailedError(f"runner {self.name}: TensorRT refused input shape {tuple(chunk.shape)}")
-        addresses = {self._input_name: chunk.data_ptr(), self._output_name: self._output_buffer.data_ptr()}
-        addresses.update({name: buf.data_ptr() for name, buf in self._extra_outputs.items()})
-        for name, ptr in addresses.items():
-            if not context.set_tensor_address(name, ptr):
+            host_in[n:rows] = 0
+        in_name, out_name = io["input"], io["output"]
+        cuda.to_device(self._device_buffers[in_name], self._host_in, rows * host_in[0].nbytes, stream)
+        shape = (rows, *self.member.sample_shape)
+        if not context.set_input_shape(in_name, shape):
+            raise WorkFailedError(f"runner {self.name}: TensorRT refused input shape {shape}")
+        for name, buf in self._device_buffers.items():
+            if not context.set_tensor_address(name, buf.ptr):
                 raise WorkFailedError(f"runner {self.name}: TensorRT refused the address of tensor {name!r}")
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise WorkFailedError(f"runner {self.name}: TensorRT failed to run a batch of {k} "
+        if not context.execute_async_v3(int(stream)):
+            raise WorkFailedError(f"runner {self.name}: TensorRT failed to run a batch of {rows} "
                                   "(see the TensorRT log)")
+        host_out = self._host_out.array
+        cuda.to_host(self._host_out, self._device_buffers[out_name], rows * host_out[0].nbytes, stream)
+        stream.synchronize()  # the logits are on the host only now
+        logits: np.ndarray = host_out[:n].astype(np.float32)
+        return logits
