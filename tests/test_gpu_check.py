@@ -26,6 +26,7 @@ def test_cpu_dry_run_passes(tmp_path: Path) -> None:
         assert steps[name]["ok"], (name, steps[name]["error"])
     assert steps["zoo_torch"]["result"]["decision_agreement"] == 1.0
     assert steps["cuda"]["result"]["round_trip_equal"] is True
-    assert steps["tensorrt_cascade"]["result"]["fp32"]["decision_agreement"] == 1.0
+    for precision in ("fp32", "fp16"):
+        assert steps["tensorrt_cascade"]["result"][precision]["decision_agreement"] == 1.0
     text = (tmp_path / "gpu.md").read_text()
     assert "dry run" in text and "TensorRT cascade (fake" in text

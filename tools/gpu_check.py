@@ -19,10 +19,11 @@ needs and says "skipped: ..." when it is missing):
 4. ``cuda``: the CUDA layer of the TensorRT backend (:mod:`wcx.cuda_runtime`) on the real
    binding and device: allocations, pinned round trips on a stream, events, copy bandwidth (in the
    dry run: on the fake binding of tests/fakes);
-5. ``tensorrt_cascade``: the zoo's b3 pair as a TensorRT cascade through the real
-   ``TensorRTRunner`` and CUDA layer: with the real TensorRT where it imports (engines built here,
-   FP32 and the INT8 zoo pair), otherwise with the fake TensorRT of tests/fakes on top of the real
-   device buffers (or the fake binding in the dry run); decisions against ONNX Runtime's;
+5. ``tensorrt_cascade``: the zoo's b3 pair (FP32, and FP16 converted from it) as a TensorRT
+   cascade through the real ``TensorRTRunner`` and CUDA layer: with the real TensorRT where it
+   imports (engines built here, and the INT8 zoo's b2 pair too), otherwise with the fake TensorRT
+   of tests/fakes on top of the real device buffers (or the fake binding in the dry run);
+   decisions against ONNX Runtime's on the same bundle;
 6. ``bench``: ``tools/gpu_bench.py`` (EfficientNets B0/B2/B4, cascades at forced pass fractions,
    pipelined streams, the executor's host path against its device path, torch-vs-ONNX Runtime
    parity; ``--tiny`` models on the CPU in the dry run).
@@ -257,9 +258,12 @@ def tensorrt_cascade(dry_run: bool) -> dict[str, Any]:
         sys.modules["tensorrt"] = make_fake_tensorrt()
     try:
         with binding(dry_run), tempfile.TemporaryDirectory() as tmp:
-            pairs = [("fp32", ZOO_PAIR)] + ([("int8", INT8_PAIR)] if real else [])
+            pairs = [("fp32", ZOO_PAIR), ("fp16", ZOO_PAIR)] + ([("int8", INT8_PAIR)] if real else [])
             for precision, names in pairs:
-                bundle = select_members(load_zoo_bundle(precision), names, Path(tmp) / precision)
+                if precision == "fp16":  # the zoo ships no FP16 bundle: convert its FP32 members
+                    bundle = _fp16_bundle(load_zoo_bundle("fp32"), names, Path(tmp) / precision)
+                else:
+                    bundle = select_members(load_zoo_bundle(precision), names, Path(tmp) / precision)
                 calib, test = _zoo_splits(bundle)
                 ort, figures_ort = _calibrated_cascade(bundle, calib, test, "onnxruntime")
                 t0 = time.perf_counter()
@@ -288,6 +292,17 @@ def tensorrt_cascade(dry_run: bool) -> dict[str, Any]:
     if worst < (0.995 if real else 1.0):
         raise RuntimeError(f"TensorRT and onnxruntime cascades agree on only {worst:.4f} of the decisions")
     return out
+
+
+def _fp16_bundle(zoo: Any, names: list[str], out: Path) -> Any:
+    """An FP16 bundle of zoo members, exported from their FP32 ONNX (checked against it)."""
+    from wcx.bundle import Bundle
+    from wcx.export.exporter import export_bundle
+
+    indices = zoo.member_indices(names)
+    export_bundle([zoo.member_path(i) for i in indices], out, input_shape=zoo.sample_shape, precision="fp16",
+                  mean=zoo.input.mean, std=zoo.input.std, names=names)
+    return Bundle.load(out)
 
 
 def bench(out_dir: Path, dry_run: bool) -> dict[str, Any]:
@@ -351,7 +366,7 @@ def write_summary(out_dir: Path, report: dict[str, Any]) -> str:
                       f"device-to-host {cuda['d2h_gb_per_s']} GB/s."]
     trt = steps.get("tensorrt_cascade", {}).get("result")
     if trt:
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "fp16", "int8"):
             if precision in trt:
                 t = trt[precision]
                 lines += ["", f"TensorRT cascade ({trt['tensorrt']}), {precision} {'+'.join(t['members'])}: "
