@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,22 @@ import pytest
 
 from tests.bundle_factory import make_mlp_bundle
 from wcx.bundle import Bundle
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test (and every process a test starts) caches held-out logits in a temporary folder
+    of this session, never in the user's cache."""
+    from wcx.calibration.logits_cache import ENV_VAR
+
+    root = tmp_path_factory.mktemp("wcx-cache")
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = before
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,50 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert "no such bundle directory" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the distribution's name: PyPI's "wcx" is an unrelated project
+# ---------------------------------------------------------------------------------------------
+#: a command that would install PyPI's "wcx" (the bare name, or the name with extras)
+_PYPI_WCX = re.compile(r"pip install\s+(?:-U\s+|--upgrade\s+)?['\"]?wcx(?:\[[^\]]*\])?(?=['\"\s`]|$)")
+
+
+def test_the_distribution_has_a_name_of_its_own() -> None:
+    tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else None
+    if tomllib is None:
+        import pytest
+
+        pytest.skip("tomllib needs Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    from wcx.errors import DISTRIBUTION
+
+    assert project["name"] == DISTRIBUTION == "wcx-cascade"
+    assert project["scripts"] == {"wcx": "wcx.cli:main"}  # the command stays wcx, and so does the import
+
+
+def test_no_hint_installs_pypis_wcx() -> None:
+    import ast
+
+    from wcx.errors import install_hint, missing_dependency
+
+    for extra in ("export", "torch", "tensorrt", "test"):
+        hint = install_hint(extra)
+        assert f'-e ".[{extra}]"' in hint and "wcx_cascade-" in hint and not _PYPI_WCX.search(hint)
+        assert ("torch==2.13.0" in hint) == (extra != "tensorrt")
+    assert install_hint("export") in str(missing_dependency("torch", "export", "x"))
+    for path in (ROOT / "wcx").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not _PYPI_WCX.search(node.value), f"{path}: {node.value!r}"
+
+
+def test_readme_installs_from_the_checkout() -> None:
+    text = (ROOT / "README.md").read_text()
+    # the TensorRT section's install lines name NVIDIA's packages and are written with that backend
+    before, _, section = text.partition("\n## Deploy with TensorRT")
+    _, _, after = section.partition("\n## ")
+    checked = before + after
+    assert not _PYPI_WCX.search(checked)
+    assert "`wcx[" not in checked
+    assert "wcx-cascade" in text

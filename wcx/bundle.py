@@ -10,7 +10,19 @@ Layout::
 Every file the manifest refers to is named by a JSON object with the keys ``file`` (a path
 relative to the bundle) and ``sha256``; loading walks the whole manifest, finds those objects and
 checks that each file exists and has that hash, so a section added later is covered without new
-code here. Files outside the bundle directory are never read.
+code here. A named file without a hash is refused. Files outside the bundle directory are never
+read: a path that leaves it (absolute, ``..``) or passes through a symbolic link inside it (a
+file or a directory, e.g. ``members/`` linked elsewhere) is refused; the bundle's own directory
+may be reached through a link. :meth:`Bundle.digest` is one hash of the manifest and every file
+it names, for a deployer to pin.
+
+What this protects against: damaged, truncated or swapped files and accidents (a wrong file
+copied in, a link left behind). What it does not: the manifest is not signed, so whoever can
+write the bundle can write a matching manifest; and a member's ``torch_source`` names Python
+code that the torch backend imports. Only load bundles you trust (or whose digest you pinned).
+
+Replacing a bundle (``overwrite=True``) only ever replaces a directory that holds a wcx bundle;
+anything else at the path is refused and left untouched. Writes are atomic (:mod:`wcx.atomic`).
 
 The manifest's format, its validation and the migration of older versions are
 :mod:`wcx.core.manifest`'s business; this module reads and writes it, checks the files, and
@@ -22,13 +34,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from wcx.atomic import atomic_directory, write_text_atomic
+from wcx.atomic import atomic_directory, clean_staging, recover, write_text_atomic
 from wcx.core.manifest import (
     SCHEMA_VERSION,
     CalibrationSection,
@@ -37,12 +50,14 @@ from wcx.core.manifest import (
     Manifest,
     MemberSection,
     PolicySection,
+    file_references,
 )
 from wcx.errors import BadInputError
 
 MANIFEST_NAME = "wcx.json"
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "select_members", "sha256_file", "write_bundle"]
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "check_replaceable", "select_members", "sha256_file",
+           "write_bundle"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -54,24 +69,51 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _iter_file_refs(node: Any) -> Iterator[Mapping[str, Any]]:
-    """Yield every JSON object in the manifest that names a file (has ``file`` and ``sha256``)."""
-    if isinstance(node, dict):
-        if isinstance(node.get("file"), str) and isinstance(node.get("sha256"), str):
-            yield node
-        for value in node.values():
-            yield from _iter_file_refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _iter_file_refs(value)
-
-
 def _inside(root: Path, rel: str, *, where: str) -> Path:
-    """Resolve ``rel`` under ``root``, refusing absolute paths and ``..`` escapes."""
+    """Resolve ``rel`` under ``root``, refusing absolute paths, ``..`` escapes and symbolic links
+    anywhere below ``root`` (files and directories alike; ``root`` itself may be one)."""
     pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts:
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise BadInputError(f"{where}: file path {rel!r} points outside the bundle")
-    return root.joinpath(*pure.parts)
+    current = root
+    for part in pure.parts:
+        current = current / part
+        if current.is_symlink():
+            raise BadInputError(f"{where}: {current.relative_to(root)} is a symbolic link; a bundle's files and "
+                                "folders must be inside it, not links")
+    if current.exists():
+        try:
+            current.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise BadInputError(f"{where}: file path {rel!r} resolves outside the bundle") from None
+    return current
+
+
+def _hash_regular_file(path: Path) -> str:
+    """sha256 of a regular file, opened without following a link (a link swapped in after the
+    path was checked is refused by the OS)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse (``BadInputError``) to replace ``path`` unless it is a directory holding a wcx
+    bundle (a manifest that reads); anything else is left untouched."""
+    path = Path(path)
+    if path.is_symlink():
+        raise BadInputError(f"{path} is a symbolic link; refusing to replace it (give the directory itself)")
+    if not path.is_dir():
+        raise BadInputError(f"{path} exists and is not a wcx bundle directory; refusing to replace it")
+    try:
+        Bundle.load(path, verify=False)
+    except BadInputError as exc:
+        raise BadInputError(f"{path} exists and is not a valid wcx bundle ({exc}); refusing to replace it: remove "
+                            "it yourself or choose another path") from None
 
 
 class Bundle:
@@ -96,31 +138,55 @@ class Bundle:
         """
         root = Path(path)
         manifest_path = root / MANIFEST_NAME
+        if not root.exists():
+            recover(root)  # an interrupted replacement left it under its staging name
         if not root.is_dir():
             raise BadInputError(f"{root}: no such bundle directory")
         if not manifest_path.is_file():
             raise BadInputError(f"{root}: not a wcx bundle (no {MANIFEST_NAME})")
+        _inside(root, MANIFEST_NAME, where=str(root))
         try:
             raw = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadInputError(f"{manifest_path}: corrupt manifest ({exc})") from None
+        except OSError as exc:
+            raise BadInputError(f"{manifest_path}: cannot read the manifest ({exc.strerror})") from None
         bundle = cls(root, Manifest.from_dict(raw, where=str(manifest_path)))
         if verify:
             bundle.verify_files()
         return bundle
 
-    def verify_files(self) -> None:
-        """Check that every file the manifest names exists inside the bundle with its sha256."""
-        for ref in _iter_file_refs(self.manifest.to_dict()):
-            file = _inside(self.path, ref["file"], where=str(self.path))
+    def verify_files(self) -> dict[str, str]:
+        """Check that every file the manifest names is a regular file inside the bundle (no
+        link on the way) with its sha256; returns ``{file: sha256}``."""
+        hashes: dict[str, str] = {}
+        for rel, expected in file_references(self.manifest.to_dict(), where=str(self.path)):
+            file = _inside(self.path, rel, where=str(self.path))
             if not file.is_file():
-                raise BadInputError(f"{self.path}: file {ref['file']} is missing from the bundle")
-            actual = sha256_file(file)
-            if actual != ref["sha256"]:
+                raise BadInputError(f"{self.path}: file {rel} is missing from the bundle")
+            try:
+                actual = _hash_regular_file(file)
+            except OSError as exc:
+                raise BadInputError(f"{self.path}: file {rel} cannot be read ({exc.strerror})") from None
+            if actual != expected:
                 raise BadInputError(
-                    f"{self.path}: file {ref['file']} was altered (sha256 {actual[:12]}..., "
-                    f"manifest says {ref['sha256'][:12]}...)"
+                    f"{self.path}: file {rel} was altered (sha256 {actual[:12]}..., "
+                    f"manifest says {expected[:12]}...)"
                 )
+            hashes[rel] = actual
+        return hashes
+
+    def digest(self) -> str:
+        """One hash of the whole bundle as it is on disk: the manifest's bytes and every file it
+        names (verified). Equal digests mean the same bundle; pin it to deploy exactly this one.
+        Calibrating or building engines rewrites the manifest, so the digest changes then."""
+        manifest = _inside(self.path, MANIFEST_NAME, where=str(self.path))
+        hashes = self.verify_files()
+        h = hashlib.sha256(b"wcx bundle digest 1\n")
+        h.update(_hash_regular_file(manifest).encode())
+        for rel in sorted(hashes):
+            h.update(f"\n{rel}\0{hashes[rel]}".encode())
+        return "sha256:" + h.hexdigest()
 
     def file(self, rel: str) -> Path:
         """Absolute path of a file inside the bundle (refuses paths that leave it)."""
@@ -209,13 +275,17 @@ def write_bundle(
     ``members`` pairs each section (whose ``file`` is the path inside the bundle) with the file to
     copy there; ``sha256`` is recomputed from the copy. ``extra_files`` are ``(rel, source)``
     pairs copied as they are (their references must already be in the sections). ``export``
-    records how the members were made. Either the whole bundle appears or nothing does.
+    records how the members were made. Either the whole bundle appears or nothing does;
+    ``overwrite`` replaces only an existing wcx bundle (:func:`check_replaceable`).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise BadInputError(f"{path} already exists (pass overwrite=True to replace it)")
+    clean_staging(path)  # puts back a bundle an interrupted replacement left aside
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise BadInputError(f"{path} already exists (pass overwrite=True to replace it)")
+        check_replaceable(path)
     specs: list[MemberSection] = []
-    with atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite, check_replace=check_replaceable) as tmp:
         for spec, source in members:
             target = _inside(tmp, spec.file, where=str(path))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -242,8 +312,7 @@ def select_members(
     for index in bundle.member_indices(names):
         spec = bundle.members[index]
         pairs.append((spec, bundle.file(spec.file)))
-        extra.extend((ref["file"], bundle.file(ref["file"])) for ref in _iter_file_refs(spec.to_dict())
-                     if ref["file"] != spec.file)
+        extra.extend((rel, bundle.file(rel)) for rel, _ in file_references(spec.to_dict()) if rel != spec.file)
     export = dict(bundle.manifest.export)
     export["selected_from"] = {"bundle": str(bundle.path), "members": list(names)}
     return write_bundle(out, pairs, export, extra_files=extra, overwrite=overwrite)

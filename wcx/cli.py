@@ -3,19 +3,24 @@
 Each command parses its options, makes one call into the library and renders the result.
 Results go to stdout (and to ``--json PATH``); logs and progress bars go to stderr. One error
 boundary (``main``) turns a ``WcxError`` into a one-line red message and the exit code of
-method.md section 7 (0 ok, 1 the work failed, 2 bad input); ``--debug`` or ``WCX_DEBUG=1`` shows
-the traceback instead.
+method.md section 7 (0 ok, 1 the work failed, 2 bad input); an ``OSError`` the library did not
+expect becomes one line too (exit 2 for a bad path, 1 for a failed write). ``--debug`` or
+``WCX_DEBUG=1`` shows the traceback instead, and the full logs of the tools wcx drives (torch's
+exporter). Warnings are shown once each, as one line; nothing on stderr carries terminal colour
+codes unless stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -41,8 +46,18 @@ _FLAGS = {
     "risk": "--risk", "delta": "--delta", "tpr": "--tpr", "eps": "--eps", "seed": "--seed",
     "threads": "--threads", "widths": "--widths", "budget": "--budget", "repeats": "--repeats",
     "warmup": "--warmup", "cost": "--cost", "overwrite": "--overwrite",
-    "size": "--size",
+    "size": "--size", "input_range": "--input-range", "replace_certified": "--replace-certified",
 }
+#: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
+#: write or read of a valid path (exit 1)
+_BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP,
+                              errno.EEXIST, errno.EINVAL})
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colours from torch and the like)."""
+    return _ANSI.sub("", text)
 
 
 def cli_message(message: str) -> str:
@@ -57,25 +72,70 @@ def cli_message(message: str) -> str:
     return message
 
 
+def _one_line(text: str) -> str:
+    return " ".join(strip_ansi(text).split())
+
+
 def _render_error(exc: WcxError) -> None:
     # The message is escaped: text like wcx[tensorrt] must not be read as rich markup.
-    err.print(f"[red]error:[/red] {escape(cli_message(str(exc)))}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(cli_message(_one_line(str(exc))))}", markup=True, highlight=False,
+              soft_wrap=True)
+
+
+def os_error_exit(exc: OSError) -> tuple[str, int]:
+    """One line and the exit code for an ``OSError``: 2 for a bad path, 1 for a failed write."""
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    where = " -> ".join(os.fsdecode(n) if isinstance(n, bytes) else str(n) for n in names)
+    reason = exc.strerror or str(exc)
+    return (f"{where}: {reason}" if where else reason), (2 if exc.errno in _BAD_PATH_ERRNOS else 1)
+
+
+def _debugging() -> bool:
+    return _DEBUG["on"] or os.environ.get("WCX_DEBUG") == "1"
 
 
 def _error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ``WcxError`` raised by a command into a one-line message and its exit code."""
+    """Turn a ``WcxError`` (or an ``OSError``) raised by a command into a one-line message and its
+    exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except WcxError as exc:
-            if _DEBUG["on"] or os.environ.get("WCX_DEBUG") == "1":
+            if _debugging():
                 raise
             _render_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if _debugging():
+                raise
+            message, code = os_error_exit(exc)
+            err.print(f"[red]error:[/red] {escape(_one_line(message))}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+_SHOWN_WARNINGS: set[tuple[str, str]] = set()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Show a warning as one line on stderr, once per kind and text (not the source line)."""
+    text = cli_message(_one_line(str(message)))
+    key = (category.__name__, text)
+    if key in _SHOWN_WARNINGS:
+        return
+    _SHOWN_WARNINGS.add(key)
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log lines without terminal colour codes (stderr is not a terminal)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return strip_ansi(super().format(record))
 
 
 _CommandFn = TypeVar("_CommandFn", bound=Callable[..., Any])
@@ -132,7 +192,12 @@ def _root(
 ) -> None:
     _DEBUG["on"] = debug or os.environ.get("WCX_DEBUG") == "1"
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if _DEBUG["on"]:
+        level = logging.DEBUG  # the full logs of the tools wcx drives (torch's exporter)
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if sys.stderr.isatty() else _PlainFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -140,6 +205,16 @@ def write_json(path: Path, data: Any) -> None:
     from wcx.atomic import write_json_atomic
 
     write_json_atomic(path, data)
+
+
+def check_outputs(*paths: Path | None) -> None:
+    """Refuse output paths that cannot be files (a directory, a path under a file) before a
+    command does its work."""
+    from wcx.atomic import check_output_file
+
+    for path in paths:
+        if path is not None:
+            check_output_file(path)
 
 
 def parse_int_list(text: str, *, option: str) -> list[int]:
@@ -215,10 +290,13 @@ def inspect(
         Path | None, typer.Option("--json", help="Also write the manifest summary as JSON here.")
     ] = None,
 ) -> None:
-    """Verify a bundle (files and hashes) and print its members, policy and calibration."""
+    """Verify a bundle (every section, every file's hash, no links) and print its members, policy,
+    calibration and one digest of the whole bundle to pin."""
     from wcx.bundle import Bundle
 
+    check_outputs(json_out)
     b = Bundle.load(bundle)
+    digest = b.digest()
     manifest = b.manifest
     table = Table(title=f"{b.path}  (schema {manifest.schema_version})")
     for col in ("stage", "name", "precision", "file", "input", "classes", "MACs", "sha256"):
@@ -237,8 +315,9 @@ def inspect(
         keys = ("backend", "precision", "risk", "delta", "certified", "risk_upper_bound", "coverage")
         values = calib.to_dict()
         out.print("calibration: " + ", ".join(f"{k}={values.get(k)}" for k in keys))
+    out.print(f"digest: {digest}", highlight=False, soft_wrap=True)
     if json_out:
-        write_json(json_out, manifest.to_dict())
+        write_json(json_out, {**manifest.to_dict(), "digest": digest})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +401,12 @@ def export(
         str | None, typer.Option("--std", help="Per-channel std divided by after the mean, one value or "
                                  "one per channel (default: 1).", show_default=False)
     ] = None,
+    input_range: Annotated[
+        str | None, typer.Option("--input-range", help=(
+            "LOW,HIGH: the data arrives already normalised, as float32 in [LOW, HIGH]; the members take it "
+            "as it is (no scaling, no --mean/--std, uint8 refused). Without it inputs are float32 in [0, 1] "
+            "or uint8. Inputs outside the range are refused either way."), show_default=False)
+    ] = None,
     fp32_atol: Annotated[
         float, typer.Option("--fp32-atol", help=(
             "Refuse a member whose ONNX logits differ from PyTorch's by more than this times "
@@ -349,7 +434,8 @@ def export(
                           "preprocessed) in every parity check, besides the data.")
     ] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and the hold-out split.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a wcx bundle (anything "
+                                            "else there is refused and left untouched).")] = False,
     backend: Annotated[
         str, typer.Option("--backend", help=(
             "onnxruntime (default): the bundle of ONNX members. tensorrt: also build a TensorRT engine "
@@ -378,6 +464,7 @@ def export(
         import_tensorrt("wcx export --backend tensorrt")
         cuda_gpu_facts("wcx export --backend tensorrt")
         validate_batch_sizes(opt_batch, max_batch)
+    check_outputs(json_out)
     shape = parse_int_list(input_shape, option="--input-shape")
     name_list = None if names is None else [n.strip() for n in names.split(",")]
     tolerances = Tolerances(fp32_max_abs_diff=fp32_atol, fp16_min_agreement=fp16_min_agreement,
@@ -386,7 +473,8 @@ def export(
         export_bundle, models, out_dir, input_shape=shape, precision=precision,
         calib_data=calib_data, eval_data=eval_data, names=name_list, opset=opset, max_batch=max_batch,
         mean=_parse_float_list(mean, option="--mean"), std=_parse_float_list(std, option="--std"),
-        tolerances=tolerances, holdout_fraction=holdout, parity_samples=parity_samples,
+        input_range=_parse_float_list(input_range, option="--input-range"), tolerances=tolerances,
+        holdout_fraction=holdout, parity_samples=parity_samples,
         int8_reduce_range=int8_reduce_range, seed=seed, overwrite=overwrite,
     )
     _render_export(report)
@@ -519,62 +607,75 @@ def calibrate(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the calibration report JSON here.")]
     = None,
+    replace_certified: Annotated[
+        bool, typer.Option("--replace-certified", help="Allow an empirical (uncertified) fit to replace the "
+                           "bundle's certified calibration.")
+    ] = False,
 ) -> None:
     """Fit the acceptance threshold and window bounds on held-out data for a risk target.
 
     Writes the policy and calibration into the bundle's manifest (atomically). Exit 1 when no
-    threshold can be certified (the JSON is still written), 2 for bad input.
+    threshold can be certified (the JSON is still written), 2 for bad input, including too few
+    held-out inputs for a certificate (the JSON is still written, with n_needed). A certified
+    calibration is only replaced by an empirical one with --replace-certified.
     """
     from wcx.calibration.calibrator import CascadeCalibrator
-    from wcx.calibration.held_out import calibrate_bundle, calibrate_logits, latency_costs, load_dataset_for
+    from wcx.calibration.held_out import calibrate_bundle, calibrate_logits, latency_costs, open_data_for
+    from wcx.errors import InsufficientDataError
 
-    if (bundle is None) == (logits is None):
-        raise BadInputError("give either a BUNDLE (with --data) or --logits LOGITS.npz")
-    fixed = None
-    if widths is not None:
-        try:
-            w_lo, w_hi = (float(v) for v in widths.split(","))
-        except ValueError:
-            raise BadInputError(f"--widths: expected 'W_LO,W_HI', got {widths!r}") from None
-        fixed = (w_lo, w_hi)
-    if cost == "latency" and bench is None:
-        raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
-    calibrator = CascadeCalibrator(
-        task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
-        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
-    )
-    needs_labels = calibrator.target.needs_labels
-    if logits is not None:
-        fitted = calibrate_logits(logits, calibrator, test=test)
-        result, fit_logits, fit_y = fitted.report, fitted.logits, fitted.labels
-    else:
-        from wcx.bundle import Bundle
+    check_outputs(json_out)
+    try:
+        if (bundle is None) == (logits is None):
+            raise BadInputError("give either a BUNDLE (with --data) or --logits LOGITS.npz")
+        fixed = None
+        if widths is not None:
+            try:
+                w_lo, w_hi = (float(v) for v in widths.split(","))
+            except ValueError:
+                raise BadInputError(f"--widths: expected 'W_LO,W_HI', got {widths!r}") from None
+            fixed = (w_lo, w_hi)
+        if cost == "latency" and bench is None:
+            raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
+        calibrator = CascadeCalibrator(
+            task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
+            budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
+        )
+        needs_labels = calibrator.target.needs_labels
+        if logits is not None:
+            fitted = calibrate_logits(logits, calibrator, test=test)
+            result, fit_logits, fit_y = fitted.report, fitted.logits, fitted.labels
+        else:
+            from wcx.bundle import Bundle
 
-        if data is None:
-            raise BadInputError("--data VAL.npz is required with a BUNDLE")
-        assert bundle is not None
-        b = Bundle.load(bundle)
-        ds = load_dataset_for(b, data, require_labels=needs_labels)
-        test_ds = load_dataset_for(b, test, require_labels=needs_labels) if test else None
-        ood_ds = load_dataset_for(b, ood_data, require_labels=False) if ood_data else None
-        member_costs = None
-        if cost == "latency":
-            assert bench is not None
-            member_costs = latency_costs(_read_json(bench), [m.name for m in b.members])
-        with _progress("running members on held-out data") as advance:
-            done = calibrate_bundle(
-                b, ds, calibrator, backend=backend, threads=threads, member_costs=member_costs,
-                test=test_ds, ood=ood_ds, progress=advance,
-            )
-        result, fit_logits, fit_y = done.report, done.logits, done.labels
-    if report is not None:
-        from wcx.calibration.report import write_report
+            if data is None:
+                raise BadInputError("--data VAL.npz is required with a BUNDLE")
+            assert bundle is not None
+            b = Bundle.load(bundle)
+            ds = open_data_for(b, data, require_labels=needs_labels)
+            test_ds = open_data_for(b, test, require_labels=needs_labels) if test else None
+            ood_ds = open_data_for(b, ood_data, require_labels=False) if ood_data else None
+            member_costs = None
+            if cost == "latency":
+                assert bench is not None
+                member_costs = latency_costs(_read_json(bench), [m.name for m in b.members])
+            with _progress("running members on held-out data") as advance:
+                done = calibrate_bundle(
+                    b, ds, calibrator, backend=backend, threads=threads, member_costs=member_costs,
+                    test=test_ds, ood=ood_ds, replace_certified=replace_certified, progress=advance,
+                )
+            result, fit_logits, fit_y = done.report, done.logits, done.labels
+        if report is not None:
+            from wcx.calibration.report import write_report
 
-        result["plots"] = [str(p) for p in write_report(calibrator, fit_logits, fit_y, report)]
-    if json_out is not None:
-        write_json(json_out, result)
-    _print_calibration(result)
-    calibrator.raise_if_failed()
+            result["plots"] = [str(p) for p in write_report(calibrator, fit_logits, fit_y, report)]
+        if json_out is not None:
+            write_json(json_out, result)
+        _print_calibration(result)
+        calibrator.raise_if_failed()
+    except InsufficientDataError as exc:
+        if json_out is not None:  # a script reads n_needed from it
+            write_json(json_out, {**exc.report, "error": cli_message(str(exc))})
+        raise
 
 
 def _read_json(path: Path) -> Any:
@@ -643,6 +744,7 @@ def run_command(
     """Run the cascade on a data file; with labels, print accuracy, coverage and risk."""
     from wcx.runtime.cli_support import run_on_file
 
+    check_outputs(json_out)
     summary = run_on_file(bundle, data, out_path, backend=backend, batch_size=batch_size,
                           threads=threads, strict=strict)
     table = Table(title=f"wcx run  {bundle}  ({summary['backend']}/{summary['precision']})")
@@ -677,6 +779,7 @@ def bench_command(
     from wcx.runtime.bench import benchmark
 
     sizes = parse_int_list(batch_size, option="--batch-size")
+    check_outputs(json_out)
     b = Bundle.load(bundle)
     ds = load_npz(data, sample_shape=b.sample_shape)
     with _progress("benchmark") as advance:
@@ -731,6 +834,8 @@ def build_engines_command(
 ) -> None:
     """Build a TensorRT engine per member on this GPU (strongly typed, from the member's ONNX)."""
     from wcx.bundle import Bundle
+
+    check_outputs(json_out)
     from wcx.export.engine_compat import import_tensorrt
     from wcx.export.tensorrt_engine import TRT_LOGGER_NAME, build_engines, python_log_level
 
@@ -760,8 +865,8 @@ def build_engines_command(
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Folder for the calibrated bundle (DIR/bundle, replaced), the plots "
-                           "and results.json.")
+        Path, typer.Option("--out", help="Folder for the calibrated bundle (DIR/bundle), the plots and "
+                           "results.json: a new or empty folder, or the output of an earlier demo (replaced).")
     ] = Path("wcx-demo"),
     size: Annotated[
         str | None, typer.Option("--size", help="Zoo size of the cascade's two members: b0, b1, b2 or b3 "
@@ -820,13 +925,20 @@ def main() -> None:
     """Console entry point: the one error boundary of the CLI."""
     # typer's standalone mode turns usage errors into exit code 2 and Ctrl-C into an abort;
     # commands render their own WcxErrors (_error_boundary); this catches the rest (callbacks).
+    warnings.showwarning = _show_warning
     try:
         app()
     except WcxError as exc:
-        if _DEBUG["on"] or os.environ.get("WCX_DEBUG") == "1":
+        if _debugging():
             raise
         _render_error(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if _debugging():
+            raise
+        message, code = os_error_exit(exc)
+        err.print(f"[red]error:[/red] {escape(_one_line(message))}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ What :func:`run_demo` does (``wcx demo --out DIR`` is a thin layer over it):
 
 Nothing is downloaded and torch is not needed. Numbers depend only on the shipped files, except
 latencies, which are measured on the machine that runs it.
+
+``DIR`` must be new, empty, or the output of an earlier demo (:func:`check_demo_dir`): a folder
+holding anything else is refused before anything is written, so the demo never deletes a user's
+files; ``DIR/bundle`` is replaced only when it holds a wcx bundle.
 """
 
 from __future__ import annotations
@@ -45,6 +49,45 @@ DELTA = 0.1
 BATCH_SIZES: tuple[int, ...] = (1, 256)
 
 ProgressFn = Callable[[int, int], None]
+#: what a demo writes into its folder
+DEMO_ENTRIES = frozenset({"bundle", "plots", "results.json"})
+
+
+def check_demo_dir(out: Path) -> None:
+    """Refuse (``BadInputError``) a demo folder that is not new, not empty and not an earlier
+    demo's output (only ``bundle``, ``plots``, ``results.json`` and hidden staging leftovers,
+    with ``results.json`` from a demo or, when an earlier run stopped before it, a wcx bundle)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise BadInputError(f"{out} exists and is not a folder; give a new or empty folder for the demo")
+    names = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
+    if not names:
+        return
+    others = [n for n in names if n not in DEMO_ENTRIES]
+    if not others and _earlier_demo(out):
+        return
+    shown = ", ".join((others or names)[:5]) + (", ..." if len(others or names) > 5 else "")
+    raise BadInputError(f"{out} is not empty and is not the output of an earlier wcx demo (it holds {shown}); "
+                        "give a new or empty folder, nothing was written")
+
+
+def _earlier_demo(out: Path) -> bool:
+    import json
+
+    from wcx.bundle import Bundle
+
+    results = out / "results.json"
+    if results.is_file() and not results.is_symlink():
+        try:
+            return "demo" in json.loads(results.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            return False
+    try:
+        Bundle.load(out / "bundle", verify=False)
+    except BadInputError:
+        return False
+    return True
 
 
 @dataclass
@@ -92,7 +135,8 @@ def run_demo(
     warmup: int = 3,
     progress: ProgressFn | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out_dir`` (created; ``out_dir/bundle`` is replaced) and return it.
+    """Run the demo into ``out_dir`` (created; new, empty or an earlier demo's output, whose
+    ``bundle`` is replaced) and return it.
 
     ``size``: the zoo size of the cascade's two members (default :data:`DEFAULT_SIZE`).
     ``threads``: ONNX Runtime intra-op threads (default: one per core). ``repeats``/``warmup``:
@@ -130,6 +174,7 @@ def run_demo(
         raise BadInputError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     size = DEFAULT_SIZE if size is None else size
     out = Path(out_dir)
+    check_demo_dir(out)
     zoo = load_zoo_bundle("fp32")
     sizes = zoo_sizes(zoo)
     if size not in sizes[:-1]:

@@ -69,22 +69,28 @@ def test_members_at_two_precisions_work(tmp_path: Path) -> None:
         assert len(out) == 50
 
 
-def test_cache_key_follows_the_input_section_and_the_engine(mlp_bundle: Bundle, tmp_path: Path) -> None:
+def test_cache_key_follows_the_input_section_and_the_engine(mlp_bundle: Bundle, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from wcx.calibration.logits_cache import ENV_VAR, cache_dir
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "cache"))
     x = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
     b = Bundle.load(shutil.copytree(mlp_bundle.path, tmp_path / "b"))
-    key = cache_key(provenance_of(create_runners(b, "onnxruntime"), "onnxruntime"), x)
-    assert key == cache_key(provenance_of(create_runners(b, "onnxruntime", threads=1), "onnxruntime"), x)
-    assert key != cache_key(provenance_of(create_runners(b, "onnxruntime"), "onnxruntime"), x[:10])
+    key = cache_key(provenance_of(create_runners(b, "onnxruntime"), "onnxruntime"), "data-a")
+    assert key == cache_key(provenance_of(create_runners(b, "onnxruntime", threads=1), "onnxruntime"), "data-a")
+    assert key != cache_key(provenance_of(create_runners(b, "onnxruntime"), "onnxruntime"), "data-b")
+    assert key != cache_key(provenance_of(create_runners(b, "onnxruntime"), "onnxruntime"), "data-a", 256)
     # another mean in every member's input section: other logits, another key
     raw = json.loads((b.path / MANIFEST_NAME).read_text())
     for m in raw["members"]:
         m["input"]["mean"] = [0.4]
     (b.path / MANIFEST_NAME).write_text(json.dumps(raw))
     changed = Bundle.load(b.path)
-    assert cache_key(provenance_of(create_runners(changed, "onnxruntime"), "onnxruntime"), x) != key
-    run_members(b, x)
-    run_members(changed, x)
-    assert len(list((b.path / "cache").glob("logits-*.npy"))) == 2  # the old logits are not reused
+    assert cache_key(provenance_of(create_runners(changed, "onnxruntime"), "onnxruntime"), "data-a") != key
+    run_members(b, x, data_key="data-a")
+    run_members(changed, x, data_key="data-a")
+    assert len(list(cache_dir().glob("*.npz"))) == 2  # the old logits are not reused
+    assert not (b.path / "cache").exists()
 
     # an engine: its file's hash is part of the tensorrt backend's identity
     def engines(sha: str) -> EnginesSection:
@@ -96,5 +102,5 @@ def test_cache_key_follows_the_input_section_and_the_engine(mlp_bundle: Bundle, 
     keys = []
     for sha in ("a" * 64, "b" * 64):
         with_engines = Bundle(changed.path, changed.manifest.with_sections(engines=engines(sha)))
-        keys.append(cache_key(provenance_of(create_runners(with_engines, "tensorrt"), "tensorrt"), x))
+        keys.append(cache_key(provenance_of(create_runners(with_engines, "tensorrt"), "tensorrt"), "data-a"))
     assert keys[0] != keys[1]

@@ -128,7 +128,11 @@ def test_calibrate_bundle_writes_policy_and_calibration(mlp_bundle: Bundle, copy
     assert reloaded.calibration.backend == "onnxruntime"
     assert reloaded.calibration.precision == "fp32"
     assert reloaded.calibration.provenance.members[0].onnx_sha256 == reloaded.members[0].sha256
-    assert list((b.path / "cache").glob("logits-*.npy")), "held-out logits are cached in the bundle"
+    assert not (b.path / "cache").exists(), "nothing derived from the held-out data ships in the bundle"
+    assert sorted(p.name for p in b.path.iterdir()) == ["members", "wcx.json"]
+    from wcx.calibration.logits_cache import cache_dir
+
+    assert list(cache_dir().glob("*.npz")), "held-out logits are cached in the user's cache folder"
     assert (tmp_path / "plots" / "risk_coverage.png").is_file()
 
 

@@ -72,10 +72,11 @@ def test_later_stages_only_see_rows_inside_their_windows(mlp_bundle3: Bundle) ->
     with _cascade(mlp_bundle3, POLICY3) as c:
         out = c(x, timing=True)
         r1, r2, r3 = c.runners
-        assert [b.shape[0] for b in r1.batches] == [400]
-        assert len(r2.batches) == 1 and len(r3.batches) == 1
-        np.testing.assert_array_equal(r2.batches[0], xp[reach2])
-        np.testing.assert_array_equal(r3.batches[0], xp[reach3])
+        # 400 rows run as blocks of c.block_rows (256) rows, in order
+        assert c.block_rows == 256 and [b.shape[0] for b in r1.batches] == [256, 144]
+        assert len(r2.batches) == 2 and len(r3.batches) == 2
+        np.testing.assert_array_equal(np.concatenate(r2.batches), xp[reach2])
+        np.testing.assert_array_equal(np.concatenate(r3.batches), xp[reach3])
         assert out.timing.stage_rows == [400, int(reach2.sum()), int(reach3.sum())]
         assert out.timing.padded_rows == out.timing.stage_rows  # exact sizes on ONNX Runtime
     np.testing.assert_array_equal(out.exit_stage, 1 + reach2.astype(int) + reach3.astype(int))

@@ -155,7 +155,7 @@ def test_torch_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(MissingDependencyError, match=r"wcx\[torch\]"):
+    with pytest.raises(MissingDependencyError, match=r'-e "\.\[torch\]"'):
         torch_runner.import_torch()
 
 

@@ -42,7 +42,7 @@ from wcx.core.policy import AllPolicy, NonePolicy, Policy
 from wcx.core.provenance import Provenance
 from wcx.core.scores import get_score, stage_outputs
 from wcx.core.tasks import get_task
-from wcx.errors import BadInputError, NotFittedError
+from wcx.errors import BadInputError, InsufficientDataError, NotFittedError
 from wcx.json_values import json_safe
 
 COSTS: tuple[str, ...] = ("macs", "latency")
@@ -253,21 +253,37 @@ class CascadeCalibrator:
         )
         return self
 
+    def check_data_size(self, n: int) -> None:
+        """Refuse ``n`` held-out inputs that are too few for a certificate (guaranteed mode): an
+        :class:`~wcx.errors.InsufficientDataError` (exit 2) whose ``report`` holds ``n_needed``,
+        the held-out inputs that would be needed. Called by ``fit``, and by callers that can
+        refuse before the members run."""
+        if self.delta is None:
+            return
+        n_cert = n - int(round(self.fit_fraction * n))
+        n0 = min_certify_size(self.target.alpha, self.delta)
+        if n_cert >= n0:
+            return
+        need = math.ceil(n0 / (1.0 - self.fit_fraction))
+        while need - int(round(self.fit_fraction * need)) < n0:  # the split rounds; make the count exact
+            need += 1
+        message = (f"the certifying part has {n_cert} of {n} held-out inputs (fit_fraction "
+                   f"{self.fit_fraction:g}); at least {n0} are needed for the target and delta "
+                   f"{self.delta:g}, i.e. at least {need} held-out inputs")
+        raise InsufficientDataError(message, {
+            "certified": False, "reason": "too_few_inputs", "error": message, "task": self.task,
+            "mode": "guaranteed", "risk": self.target.alpha, "delta": self.delta, "fit_fraction": self.fit_fraction,
+            "n": int(n), "n_certify": int(n_cert), "n_certify_needed": int(n0), "n_needed": int(need),
+            "manifest_written": False,
+        })
+
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the window-fitting part and the tau-certifying part."""
         if self.delta is None:
             idx = np.arange(n)
             return idx, idx
+        self.check_data_size(n)
         n_fit = int(round(self.fit_fraction * n))
-        n_cert = n - n_fit
-        n0 = min_certify_size(self.target.alpha, self.delta)
-        if n_cert < n0:
-            need = math.ceil(n0 / (1.0 - self.fit_fraction))
-            raise BadInputError(
-                f"the certifying part has {n_cert} of {n} held-out inputs (fit_fraction "
-                f"{self.fit_fraction:g}); at least {n0} are needed for the target and delta "
-                f"{self.delta:g}, i.e. at least {need} held-out inputs"
-            )
         if n_fit < 1:
             raise BadInputError(f"the window-fitting part is empty ({n} inputs, fit_fraction {self.fit_fraction:g})")
         perm = np.random.default_rng(self.seed).permutation(n)

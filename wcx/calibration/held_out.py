@@ -1,19 +1,22 @@
 """Calibrating a bundle: run its members on held-out data once, fit, write the manifest.
 
 This is what ``wcx calibrate BUNDLE`` does (method.md section 3): every member runs on the whole
-held-out set on the *deployment* backend (precision and engine shift scores), the logits are
-cached inside the bundle (``cache/``, keyed by the data and by the identity of what produced
-them: :meth:`wcx.core.provenance.Provenance.key`, so a new engine, TensorRT, precision or
-preprocessing never reuses old logits), a ``CascadeCalibrator`` is fitted on them, and the policy
-and calibration sections are written into the manifest atomically, recording that provenance.
+held-out set on the *deployment* backend (precision and engine shift scores), in chunks of rows
+read from the data file as they are needed (memory stays bounded), the logits are cached in the
+user's cache directory, never in the bundle (:mod:`wcx.calibration.logits_cache`: keyed by the
+identity of what produced them and by the data file's hash, each entry hash-checked), a
+``CascadeCalibrator`` is fitted on them, and the policy and calibration sections are written into
+the manifest atomically, recording that provenance. Nothing derived from the held-out data but
+the manifest's sections enters the bundle. A certified calibration is only replaced by an
+uncertified (empirical) one when the caller asks (``replace_certified``).
 :func:`calibrate_logits` is the same flow on logits the user already has (``wcx calibrate
 --logits``). Progress is reported through a callback; nothing here draws or prints.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,27 +24,48 @@ from typing import Any
 import numpy as np
 
 from wcx.bundle import Bundle
+from wcx.calibration import logits_cache
 from wcx.calibration.calibrator import CascadeCalibrator
 from wcx.core.preprocess import Preprocessor
 from wcx.core.provenance import Provenance
-from wcx.data import Dataset, load_npz, validate_inputs
+from wcx.data import DataFile, Dataset, open_data, validate_inputs
 from wcx.errors import BadInputError
 from wcx.runtime.backends import create_runners, provenance_of
 from wcx.runtime.runner import LOGITS
 
 ProgressFn = Callable[[int, int], None]
+#: what the members can run on: an array in memory, a data set read from a file, or a data file
+#: read in chunks
+HeldOutData = np.ndarray | Dataset | DataFile
 
 
-def _data_digest(x: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    digest.update(str(x.shape).encode() + str(x.dtype).encode())
-    digest.update(np.ascontiguousarray(x).data)
-    return digest.hexdigest()
+def cache_key(provenance: Provenance, data_key: str, batch_size: int = 512) -> str:
+    """The logits cache key: what produces the logits (identity only), the data's key (a data
+    file's sha256) and the rows per member call."""
+    return logits_cache.entry_key(provenance, data_key, batch_size)
 
 
-def cache_key(provenance: Provenance, x: np.ndarray) -> str:
-    """The logits cache key: what produces the logits (identity only) and the data."""
-    return hashlib.sha256((provenance.key() + _data_digest(x)).encode()).hexdigest()[:24]
+def _rows(data: HeldOutData) -> int:
+    return len(data) if not isinstance(data, np.ndarray) else int(data.shape[0])
+
+
+def _data_key(data: HeldOutData) -> str | None:
+    if isinstance(data, DataFile):
+        return data.sha256()
+    if isinstance(data, Dataset):
+        return data.sha256
+    return None
+
+
+def _chunks(data: HeldOutData, rows: int) -> Iterator[tuple[np.ndarray, str]]:
+    if isinstance(data, DataFile):
+        for chunk in data.chunks(rows):
+            yield chunk, str(data.path)
+        return
+    x = data.x if isinstance(data, Dataset) else data
+    where = str(data.path) if isinstance(data, Dataset) else "held-out data"
+    for start in range(0, int(x.shape[0]), rows):
+        yield x[start : start + rows], where
 
 
 @dataclass(frozen=True)
@@ -54,68 +78,85 @@ class HeldOutLogits:
 
 def run_members(
     bundle: Bundle,
-    x: np.ndarray,
+    x: HeldOutData,
     *,
     backend: str = "onnxruntime",
     batch_size: int = 512,
     cache: bool = True,
+    data_key: str | None = None,
     progress: ProgressFn | None = None,
     **options: Any,
 ) -> HeldOutLogits:
     """Every member of ``bundle`` on every row of ``x`` (no cascade), on ``backend`` with the
     bundle's preprocessing, plus the provenance of those logits.
 
-    ``options`` go to the backend's runners (e.g. ``threads``, ``device``). With ``cache`` the
-    logits are stored in ``bundle/cache/`` under :func:`cache_key` and reused.
-    ``progress(done, total)`` is called after each chunk.
+    ``x``: an array, a :class:`~wcx.data.Dataset` or a :class:`~wcx.data.DataFile` (read in
+    chunks of ``batch_size`` rows, each fed to every member, so a file is read once and never
+    held whole). ``options`` go to the backend's runners (e.g. ``threads``, ``device``). With
+    ``cache`` the logits are kept in the user's logits cache (:mod:`wcx.calibration.logits_cache`)
+    when the data has a key: a data file's sha256, or ``data_key`` for data in memory (data in
+    memory without one is never cached). ``progress(done, total)`` is called after each chunk.
     """
-    validate_inputs(x, where="held-out data", sample_shape=bundle.sample_shape)
+    if batch_size < 1:
+        raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(x, np.ndarray):
+        validate_inputs(x, where="held-out data", sample_shape=bundle.sample_shape)
+    else:
+        data_shape = x.x.shape[1:] if isinstance(x, Dataset) else x.sample_shape
+        if tuple(data_shape) != tuple(bundle.sample_shape):
+            raise BadInputError(f"{x.path}: sample shape {tuple(data_shape)} does not match the bundle's "
+                                f"{tuple(bundle.sample_shape)}")
     runners = create_runners(bundle, backend, **options)
     provenance = provenance_of(runners, backend)
-    cache_file = bundle.path / "cache" / f"logits-{cache_key(provenance, x)}.npy"
-    if cache and cache_file.is_file():
-        try:
-            cached = np.load(cache_file, allow_pickle=False)
-            if cached.shape == (len(bundle.members), x.shape[0], bundle.num_classes):
-                return HeldOutLogits(cached, provenance)
-        except (OSError, ValueError):
-            pass  # a damaged cache is recomputed, never trusted
+    n = _rows(x)
+    shape = (len(bundle.members), n, bundle.num_classes)
+    key = None
+    if cache:
+        named = data_key if data_key is not None else _data_key(x)
+        key = None if named is None else cache_key(provenance, named, batch_size)
+    if key is not None:
+        cached = logits_cache.read_entry(key, shape)
+        if cached is not None:
+            return HeldOutLogits(cached, provenance)
     pre = Preprocessor(bundle.input)
-    n = int(x.shape[0])
-    out = np.empty((len(bundle.members), n, bundle.num_classes), dtype=np.float32)
-    total, done = len(bundle.members) * n, 0
-    for i, (member, runner) in enumerate(zip(bundle.members, runners, strict=True)):
-        with runner:
-            for start in range(0, n, batch_size):
-                chunk = pre(x[start : start + batch_size])
-                out[i, start : start + chunk.shape[0]] = _to_numpy(runner.infer({member.input.name: chunk})[LOGITS])
-                done += chunk.shape[0]
-                if progress is not None:
-                    progress(done, total)
+    out = np.empty(shape, dtype=np.float32)
+    total, done, start = len(bundle.members) * n, 0, 0
+    with contextlib.ExitStack() as active:
+        for runner in runners:
+            active.enter_context(runner)
+        for chunk, where in _chunks(x, batch_size):
+            k = int(chunk.shape[0])
+            xp = pre(chunk, where=where)
+            for i, (member, runner) in enumerate(zip(bundle.members, runners, strict=True)):
+                out[i, start : start + k] = _to_numpy(runner.infer({member.input.name: xp})[LOGITS])
+            start += k
+            done += k * len(runners)
+            if progress is not None:
+                progress(done, total)
+    if start != n:
+        raise BadInputError(f"held-out data: read {start} rows, expected {n}")
     if not np.isfinite(out).all():
         raise BadInputError(f"{bundle.path}: members produced NaN or infinite logits on the held-out data")
-    if cache:
-        from wcx.atomic import atomic_write
-
-        with atomic_write(cache_file) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, out)
+    if key is not None:
+        logits_cache.write_entry(key, out)
     return HeldOutLogits(out, provenance)
 
 
 def collect_logits(
     bundle: Bundle,
-    x: np.ndarray,
+    x: HeldOutData,
     *,
     backend: str = "onnxruntime",
     threads: int | None = None,
     batch_size: int = 512,
     cache: bool = True,
+    data_key: str | None = None,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Logits ``(M, N, K)`` float32 of every member on every row of ``x`` (see
     :func:`run_members`, which also returns their provenance)."""
     return run_members(bundle, x, backend=backend, threads=threads, batch_size=batch_size, cache=cache,
-                       progress=progress).logits
+                       data_key=data_key, progress=progress).logits
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -198,15 +239,16 @@ class BundleCalibration:
 
 def calibrate_bundle(
     bundle: Bundle,
-    data: Dataset,
+    data: Dataset | DataFile,
     calibrator: CascadeCalibrator,
     *,
     backend: str = "onnxruntime",
     threads: int | None = None,
     member_costs: list[float] | None = None,
-    test: Dataset | None = None,
-    ood: Dataset | None = None,
+    test: Dataset | DataFile | None = None,
+    ood: Dataset | DataFile | None = None,
     write_manifest: bool = True,
+    replace_certified: bool = False,
     progress: ProgressFn | None = None,
     **options: Any,
 ) -> BundleCalibration:
@@ -216,13 +258,24 @@ def calibrate_bundle(
     ``member_costs`` default to the members' MACs. ``test`` is evaluated with the fitted
     thresholds, never re-fitted. ``ood`` (OOD task) only reports FPR and AUROC. ``options`` go
     to the backend's runners. The report is returned even when the fit failed; the caller
-    decides the exit (``raise_if_failed``).
+    decides the exit (``raise_if_failed``). Too little data for a certificate is an
+    :class:`~wcx.errors.InsufficientDataError` (with ``n_needed``) raised before any member
+    runs. A bundle whose calibration is certified is only given an uncertified (empirical) one
+    with ``replace_certified``; otherwise that is refused before any work.
     """
     if calibrator.target.needs_labels and data.y is None:
         raise BadInputError(f"{data.path}: {calibrator.task} calibration needs labels 'y'")
+    existing = bundle.calibration
+    if write_manifest and existing is not None and existing.certified and calibrator.delta is None \
+            and not replace_certified:
+        raise BadInputError(
+            f"{bundle.path}: holds a certified calibration (risk {existing.risk:g}, delta {existing.delta:g}) that an "
+            "empirical fit would replace with an uncertified one; pass replace_certified=True to replace it, or "
+            "fit with a guarantee (delta) instead")
+    calibrator.check_data_size(len(data))
     kw: dict[str, Any] = {"backend": backend, "threads": threads, "progress": progress, **options}
-    held = run_members(bundle, data.x, **kw)
-    ood_logits = run_members(bundle, ood.x, **kw).logits if ood is not None else None
+    held = run_members(bundle, data, **kw)
+    ood_logits = run_members(bundle, ood, **kw).logits if ood is not None else None
     macs = [float(m) for m in bundle.member_macs]
     calibrator.fit(
         held.logits, data.y, member_costs=macs if member_costs is None else member_costs,
@@ -233,7 +286,7 @@ def calibrate_bundle(
     if test is not None:
         if calibrator.target.needs_labels and test.y is None:
             raise BadInputError(f"{test.path}: the test set needs labels 'y'")
-        test_logits = run_members(bundle, test.x, **kw).logits
+        test_logits = run_members(bundle, test, **kw).logits
         test_report = calibrator.evaluate(test_logits, test.y, ood_logits=ood_logits)
     result = calibrator.result_
     report = result.report_dict(test=test_report)
@@ -286,7 +339,14 @@ def calibrate_logits(
     return LogitsCalibration(calibrator=calibrator, report=report, logits=cal.logits, labels=cal.y)
 
 
+def open_data_for(bundle: Bundle, path: str | Path, *, require_labels: bool) -> DataFile:
+    """Open a data file for reading in chunks, checked against the bundle's input shape and
+    class count (labels are read and checked now, inputs as they are read)."""
+    return open_data(path, require_labels=require_labels, sample_shape=bundle.sample_shape,
+                     num_classes=bundle.num_classes)
+
+
 def load_dataset_for(bundle: Bundle, path: str | Path, *, require_labels: bool) -> Dataset:
-    """Read a data file checked against the bundle's input shape and class count."""
-    return load_npz(path, require_labels=require_labels, sample_shape=bundle.sample_shape,
-                    num_classes=bundle.num_classes)
+    """Read a data file checked against the bundle's input shape and class count (inputs
+    memory-mapped where the file allows; its sha256 recorded for the logits cache)."""
+    return open_data_for(bundle, path, require_labels=require_labels).dataset(digest=True)

@@ -15,8 +15,9 @@
 
 Every section is a frozen dataclass whose ``from_dict`` validates what it reads (one-line
 ``BadInputError`` naming the section and the field) and whose ``to_dict`` writes the JSON form.
-Every JSON object with ``file`` and ``sha256`` names a file inside the bundle; the bundle checks
-them all on load (:mod:`wcx.bundle`).
+Every JSON object with a ``file`` names a file inside the bundle and must carry its ``sha256``
+(a missing or null hash is refused: :func:`file_references`); the bundle checks every one of
+them on load (:mod:`wcx.bundle`).
 
 **Member** (one ensemble member, one cascade stage)::
 
@@ -28,12 +29,18 @@ them all on load (:mod:`wcx.bundle`).
 **Input section** (what a member expects and how a raw batch becomes its input)::
 
     {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [C, H, W],
-     "value_range": [0.0, 1.0], "mean": [...], "std": [...], "resize": null, "crop": null}
+     "value_range": [0.0, 1.0], "normalized": false, "mean": [...], "std": [...],
+     "resize": null, "crop": null}
 
-``name``/``dtype``: the graph's input. ``value_range``: the range raw float inputs are expected
-in; a raw uint8 batch is divided by 255 into it. Then ``(x - mean) / std`` per channel.
-``resize``/``crop`` are reserved for members at other resolutions and must be null here.
-Members of one bundle share the preprocessing (everything but ``name`` and ``dtype``).
+``name``/``dtype``: the graph's input. ``value_range``: the range raw float inputs must lie in
+(the input contract: a batch outside it is refused, :mod:`wcx.core.preprocess`); a raw uint8
+batch is divided by 255 into it. Then ``(x - mean) / std`` per channel. ``normalized: true``
+declares data that arrives already normalised: the raw float input is what the member takes
+(no scaling, no mean/std, so ``mean`` must be 0 and ``std`` 1, and uint8 is refused), checked
+against its own ``value_range``; absent means false (what version 2 manifests written before
+the field existed mean). ``resize``/``crop`` are reserved for members at other resolutions and
+must be null here. Members of one bundle share the preprocessing (everything but ``name`` and
+``dtype``).
 
 **Policy**: ``{"kind", "task", "score", ...the policy's own fields..., "tau"}``; see
 :mod:`wcx.core.policy` for the kinds and the meaning of ``null`` bounds and ``[]`` (an empty
@@ -145,6 +152,7 @@ class InputSection:
     dtype: str = "float32"
     layout: str = "NCHW"
     value_range: tuple[float, float] = (0.0, 1.0)
+    normalized: bool = False
     resize: None = None
     crop: None = None
 
@@ -165,6 +173,11 @@ class InputSection:
         lo, hi = self.value_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise BadInputError(f"{where}: value_range must be [low, high] with low < high")
+        if not isinstance(self.normalized, bool):
+            raise BadInputError(f"{where}: normalized must be true or false, got {self.normalized!r}")
+        if self.normalized and (any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)):
+            raise BadInputError(f"{where}: normalized inputs take no mean/std (they arrive already normalised); "
+                                f"mean must be 0 and std 1, got {list(self.mean)} and {list(self.std)}")
         if self.resize is not None or self.crop is not None:
             raise BadInputError(f"{where}: resize/crop preprocessing is not supported by this wcx version")
 
@@ -180,8 +193,8 @@ class InputSection:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "layout": self.layout, "shape": [int(d) for d in self.shape],
-                "value_range": [float(v) for v in self.value_range], "mean": list(self.mean),
-                "std": list(self.std), "resize": self.resize, "crop": self.crop}
+                "value_range": [float(v) for v in self.value_range], "normalized": self.normalized,
+                "mean": list(self.mean), "std": list(self.std), "resize": self.resize, "crop": self.crop}
 
     @classmethod
     def from_dict(cls, d: Any, *, where: str) -> InputSection:
@@ -198,7 +211,9 @@ class InputSection:
             mean=_numbers(d.get("mean"), "mean", where), std=_numbers(d.get("std"), "std", where, positive=True),
             dtype=_get(d, "dtype", str, where, optional=True, default="float32"),
             layout=_get(d, "layout", str, where, optional=True, default="NCHW"),
-            value_range=(value_range[0], value_range[1]), resize=d.get("resize"), crop=d.get("crop"),
+            value_range=(value_range[0], value_range[1]),
+            normalized=_get(d, "normalized", bool, where, optional=True, default=False),
+            resize=d.get("resize"), crop=d.get("crop"),
         )
 
 
@@ -405,7 +420,7 @@ class CalibrationSection:
         if not isinstance(d, Mapping):
             raise BadInputError(f"{where}: must be a JSON object")
         if d.get("provenance") is not None:
-            provenance = Provenance.from_dict(d["provenance"], where=f"{where} provenance")
+            provenance = _input_defaults(Provenance.from_dict(d["provenance"], where=f"{where} provenance"))
         else:
             provenance = Provenance.legacy(_get(d, "backend", str, where), str(d.get("precision") or ""), member_names)
         mode = _get(d, "mode", str, where)
@@ -438,6 +453,17 @@ class CalibrationSection:
                 None if t is None else float(t) for t in stage_taus),
             target_fields={k: v for k, v in d.items() if k not in known},
         )
+
+
+def _input_defaults(provenance: Provenance) -> Provenance:
+    """Input sections recorded before a field existed, with that field's default (its meaning
+    then), so that they compare equal to today's record of the same preprocessing."""
+    members = []
+    for m in provenance.members:
+        if m.input is not None and "normalized" not in m.input:
+            m = replace(m, input={**m.input, "normalized": False})
+        members.append(m)
+    return replace(provenance, members=tuple(members))
 
 
 # -------------------------------------------------------------------------------------------
@@ -564,6 +590,40 @@ class EnginesSection:
 
 
 # -------------------------------------------------------------------------------------------
+# files the manifest names
+# -------------------------------------------------------------------------------------------
+def file_references(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``(file, sha256)`` the manifest's JSON form names, in document order.
+
+    Any JSON object whose ``file`` is a string names a file inside the bundle, wherever it is
+    (so a section added later is covered); its ``sha256`` must be present and valid, or the
+    manifest is refused: a file without a hash would be used unverified.
+    """
+    out: list[tuple[str, str]] = []
+    prefix = f"{where}: " if where else ""
+
+    def walk(n: Any, at: str) -> None:
+        if isinstance(n, Mapping):
+            f = n.get("file")
+            if f is not None:
+                if not isinstance(f, str) or not f:
+                    raise BadInputError(f"{prefix}{at}: 'file' must be a path inside the bundle, got {f!r}")
+                sha = n.get("sha256")
+                if not isinstance(sha, str) or not _SHA256.match(sha):
+                    raise BadInputError(f"{prefix}{at}: file {f!r} has no valid sha256 (got {sha!r}); every file "
+                                        "the manifest names must carry its hash")
+                out.append((f, sha))
+            for key, value in n.items():
+                walk(value, f"{at}.{key}")
+        elif isinstance(n, list):
+            for i, value in enumerate(n):
+                walk(value, f"{at}[{i}]")
+
+    walk(node, "$")
+    return out
+
+
+# -------------------------------------------------------------------------------------------
 # the manifest
 # -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -580,6 +640,7 @@ class Manifest:
 
     def __post_init__(self) -> None:
         self._check_members()
+        file_references(self.to_dict())
         if self.policy is not None:
             self.policy.check(n_stages=len(self.members), num_classes=self.num_classes)
 

@@ -28,20 +28,20 @@ Everything is built in a temporary directory next to ``out`` and the bundle is w
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wcx.bundle import sha256_file, write_bundle
+from wcx.atomic import scratch_directory
+from wcx.bundle import check_replaceable, sha256_file, write_bundle
 from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, TorchSource
 from wcx.data import Dataset, load_npz
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
-from wcx.export.inputs import channel_stats, preprocess, random_inputs
+from wcx.export.inputs import input_section, prepare, random_inputs
 from wcx.export.macs import count_macs
 from wcx.export.model_source import ModelSource, classify_model, default_name, resolve_model
 from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
@@ -187,8 +187,7 @@ def _prepare_checks(
     *,
     precision: str,
     sample_shape: tuple[int, ...],
-    mean: list[float],
-    std: list[float],
+    section: InputSection,
     calib: Dataset | None,
     evald: Dataset | None,
     parity_samples: int,
@@ -196,9 +195,9 @@ def _prepare_checks(
     max_calib_samples: int,
     seed: int,
 ) -> _CheckData:
-    rand = preprocess(random_inputs(parity_samples, sample_shape, seed=seed), mean, std)
+    rand = prepare(random_inputs(parity_samples, sample_shape, seed=seed, value_range=section.value_range), section)
     parts = [d for d in (calib, evald) if d is not None]
-    data = np.concatenate([preprocess(d.x, mean, std) for d in parts]) if parts else None
+    data = np.concatenate([prepare(d.x, section) for d in parts]) if parts else None
     labels = None
     if parts and all(d.y is not None for d in parts):
         labels = np.concatenate([d.y for d in parts])
@@ -209,7 +208,7 @@ def _prepare_checks(
             raise BadInputError("precision int8 needs calib_data (held-out inputs for the INT8 ranges)")
         if evald is not None:
             range_idx = np.arange(len(calib))
-            int8_eval = preprocess(evald.x, mean, std)
+            int8_eval = prepare(evald.x, section)
             int8_labels = evald.y
             source = f"{evald.path} ({len(evald)} inputs)"
         else:
@@ -224,7 +223,7 @@ def _prepare_checks(
                     f"for the INT8 agreement check (needs at least {MIN_INT8_EVAL} held back); "
                     "give more data or eval_data"
                 )
-            int8_eval = preprocess(calib.x[eval_idx], mean, std)
+            int8_eval = prepare(calib.x[eval_idx], section)
             int8_labels = None if calib.y is None else calib.y[eval_idx]
             source = (f"{n_eval} inputs of {calib.path} held back at random (seed {seed}, "
                       f"fraction {holdout_fraction}), not used for the INT8 ranges")
@@ -234,7 +233,7 @@ def _prepare_checks(
                 f"INT8 agreement check (needs at least {MIN_INT8_EVAL})"
             )
         range_idx = range_idx[:max_calib_samples]
-        ranges = preprocess(calib.x[range_idx], mean, std)
+        ranges = prepare(calib.x[range_idx], section)
     return _CheckData(random=rand, data=data, data_labels=labels, int8_ranges=ranges,
                       int8_eval=int8_eval, int8_eval_labels=int8_labels, int8_eval_source=source)
 
@@ -421,6 +420,7 @@ def export_bundle(
     max_batch: int = 256,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    input_range: Sequence[float] | None = None,
     tolerances: Tolerances | None = None,
     holdout_fraction: float = 0.2,
     parity_samples: int = 64,
@@ -435,7 +435,10 @@ def export_bundle(
     ``models``: ``.onnx`` paths, TorchScript paths, ``"pkg.mod:fn"`` strings (imported and
     called: this runs that code) or ``torch.nn.Module`` objects. ``input_shape`` is (C, H, W).
     ``mean``/``std``: per-channel preprocessing applied after scaling to [0, 1] (defaults 0, 1;
-    recorded in the manifest). ``calib_data``/``eval_data``: ``.npz`` files (or ``Dataset``)
+    recorded in the manifest). ``input_range`` ``(low, high)`` instead declares data that arrives
+    already normalised: float inputs in that range are what the members take (no scaling, no
+    mean/std, uint8 refused); the runtime refuses inputs outside the declared range either way.
+    ``calib_data``/``eval_data``: ``.npz`` files (or ``Dataset``)
     used by the checks; INT8 needs ``calib_data`` and measures agreement on ``eval_data`` or on
     a held-back ``holdout_fraction`` of ``calib_data``; ``int8_reduce_range`` keeps INT8 weights
     in 7 bits (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
@@ -458,9 +461,12 @@ def export_bundle(
         raise BadInputError(f"opset: {opset} is too old (per-channel Q/DQ needs 13 or newer)")
     if max_batch < 1 or parity_samples < 1:
         raise BadInputError("max_batch and parity_samples must be positive")
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
-    mean_l, std_l = channel_stats(mean, std, sample_shape[0])
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
+        check_replaceable(out)  # before minutes of work: only a wcx bundle is ever replaced
+    section = input_section(sample_shape, mean, std, input_range)
+    mean_l, std_l = list(section.mean), list(section.std)
 
     specs = [m if not isinstance(m, (str, Path)) else str(m) for m in models]
     kinds = [classify_model(m) if isinstance(m, str) else "module" for m in specs]
@@ -475,7 +481,7 @@ def export_bundle(
     calib = _load_data(calib_data, sample_shape)
     evald = _load_data(eval_data, sample_shape)
     checks = _prepare_checks(
-        precision=precision, sample_shape=sample_shape, mean=mean_l, std=std_l, calib=calib,
+        precision=precision, sample_shape=sample_shape, section=section, calib=calib,
         evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
         max_calib_samples=max_calib_samples, seed=seed,
     )
@@ -491,6 +497,7 @@ def export_bundle(
         "max_batch": max_batch,
         "mean": mean_l,
         "std": std_l,
+        "input_range": None if not section.normalized else list(section.value_range),
         "tolerances": asdict(tolerances),
         "calib_data": None if calib is None else {"path": str(calib.path), "n": len(calib),
                                                   "sha256": _maybe_sha(calib.path)},
@@ -506,9 +513,7 @@ def export_bundle(
     reports: list[MemberReport] = []
     pairs: list[tuple[MemberSection, Path]] = []
     extra: list[tuple[str, Path]] = []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.export-", dir=out.parent) as tmp:
-        workdir = Path(tmp)
+    with scratch_directory(out) as workdir:
         for index, (spec, name) in enumerate(zip(specs, member_names, strict=True)):
             if progress is not None:
                 progress(index, name)
@@ -532,7 +537,7 @@ def export_bundle(
                 extra.append((rel, weights))
             member = MemberSection(
                 name=name, file=f"members/{name}.onnx", sha256=sha256_file(onnx_path), precision=precision,
-                input=InputSection(name=in_name, shape=sample_shape, mean=tuple(mean_l), std=tuple(std_l)),
+                input=replace(section, name=in_name),
                 output_name=out_name, num_classes=report.num_classes, macs=report.macs,
                 torch_source=torch_source, export_report=report.to_dict(),
             )

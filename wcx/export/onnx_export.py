@@ -6,11 +6,25 @@ batch dimension, and it is the only one that takes a TorchScript ``ScriptModule`
 fails (an operator it cannot trace), the dynamo-based exporter is tried with ``dynamic_shapes``
 (several seconds per model; needs ``onnxscript``). The exporter used is recorded in the member's
 export report.
+
+Before exporting, the module runs once on a batch of ``input_shape``: a shape the model cannot
+take is bad input (exit 2) with the model's own one-line reason, not an export failure. What
+torch writes while exporting (its loggers, C++ warnings, the dynamo exporter's progress, often
+with terminal colour codes) is captured at the file-descriptor level: this module's log
+gets one summary line (level INFO) and the whole text at level DEBUG (``wcx --debug``), and
+error messages carry the first line of the reason without colour codes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,11 +33,72 @@ import onnx
 
 from wcx.errors import BadInputError, WorkFailedError
 
+log = logging.getLogger(__name__)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 
 Exporter = Literal["auto", "torchscript", "dynamo"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal colour codes."""
+    text = _ANSI.sub("", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def captured_output(what: str) -> Iterator[list[str]]:
+    """Capture everything this process writes to its standard output and error (the file
+    descriptors, so C++ and third-party loggers are caught too) while the block runs; the lines
+    are put in the yielded list, summarised on this module's log (one INFO line) and logged
+    whole at DEBUG."""
+    lines: list[str] = []
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no file descriptors to redirect (an embedded interpreter): capture nothing
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = _ANSI.sub("", sink.read().decode("utf-8", errors="replace"))
+            lines.extend(line for line in text.splitlines() if line.strip())
+            if lines:
+                log.info("%s wrote %d log lines (first: %s); run with --debug to see them", what, len(lines),
+                         lines[0].strip()[:200])
+                log.debug("%s log:\n%s", what, "\n".join(lines))
+
+
+def check_forward(module: Any, sample_shape: tuple[int, ...]) -> None:
+    """Run ``module`` once on a batch of ``sample_shape``; a model that cannot take that shape is
+    a ``BadInputError`` naming ``input_shape`` and the model's reason."""
+    import torch
+
+    dummy = torch.zeros((2, *sample_shape), dtype=torch.float32)
+    try:
+        with captured_output("the model's test run"), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            module(dummy)
+    except Exception as exc:  # a model raises whatever its layers raise
+        raise BadInputError(f"input_shape {','.join(map(str, sample_shape))} does not fit the model: "
+                            f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -48,13 +123,17 @@ def export_onnx(
     """Export ``module`` (eval mode) to ``path`` with input ``input`` and output ``logits``.
 
     The batch dimension is dynamic. Returns the exporter used (``"torchscript"`` or
-    ``"dynamo"``). Raises ``WorkFailedError`` when no exporter can export the model.
+    ``"dynamo"``). Raises ``BadInputError`` when the model cannot run on ``sample_shape`` and
+    ``WorkFailedError`` when no exporter can export the model.
     """
     import torch
 
+    check_forward(module, sample_shape)
     path = Path(path)
     dummy = torch.zeros((2, *sample_shape), dtype=torch.float32)  # batch 2: never specialised
     errors: list[str] = []
+    logged: list[str] = []
+    tool_log: list[str] = []
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     is_script = isinstance(module, torch.jit.ScriptModule)
     for name in order:
@@ -62,7 +141,8 @@ def export_onnx(
             errors.append("dynamo: cannot export a TorchScript module")
             continue
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with captured_output(f"torch's {name} ONNX exporter") as tool_log, warnings.catch_warnings(), \
+                    torch.no_grad():
                 warnings.simplefilter("ignore")
                 if name == "torchscript":
                     torch.onnx.export(
@@ -80,9 +160,10 @@ def export_onnx(
                     )
             return name
         except Exception as exc:  # exporter errors come in many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            errors.append(f"{name}: {type(exc).__name__}: {first}")
-    raise WorkFailedError("ONNX export failed (" + "; ".join(errors) + ")")
+            errors.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
+            logged.extend(tool_log)
+    hint = f"; torch's log ({len(logged)} lines) is shown with --debug" if logged else ""
+    raise WorkFailedError("ONNX export failed (" + "; ".join(errors) + ")" + hint)
 
 
 def read_signature(path: str | Path, *, sample_shape: tuple[int, ...] | None = None) -> OnnxSignature:

@@ -28,9 +28,17 @@ Decisions, documented here because users depend on them:
   graphs have static buffers). For parallel work, load one cascade per thread. ``stream()`` may
   run beside ``__call__`` (it uses its own CUDA streams and graph buffers), but only one
   ``stream()`` per cascade at a time (a second raises ``UsageError``).
-* **Inputs.** ``x`` is a numpy array (N, C, H, W) of uint8 or float32 (values in [0, 1]), N >= 1,
-  finite, with the bundle's sample shape; anything else is a ``BadInputError`` before any member
-  runs. Runners split batches larger than their ``max_batch`` themselves.
+* **Inputs.** ``x`` is a numpy array (N, C, H, W) of uint8 or float32, N >= 1, finite, with the
+  bundle's sample shape, and float values inside the bundle's input range ([0, 1] unless the
+  input section declares another): anything else is a ``BadInputError`` before any member runs.
+  Floats in 0..255 (``x.astype(np.float32)``) or already-normalised data are refused with their
+  observed min/max and the likely cause (:mod:`wcx.core.preprocess`), since the cascade would
+  otherwise return confident, wrong answers with no risk guarantee.
+* **Memory.** A call of more than :attr:`Cascade.block_rows` rows runs as consecutive blocks of
+  that many (the same rows in the same order; one output), so the memory a call needs beyond its
+  input and output arrays is that of one block whatever N is; runners run at most their
+  ``max_batch`` rows at once (the ONNX Runtime runner's default is bounded too). The pipelined
+  ``stream()`` on CUDA runs each batch as given.
 """
 
 from __future__ import annotations
@@ -51,10 +59,16 @@ from wcx.core.provenance import Provenance
 from wcx.data import validate_inputs
 from wcx.errors import BadInputError, UsageError
 from wcx.runtime.backends import create_runners, pick_backend, provenance_of
-from wcx.runtime.executor import CascadeOutput, Executor
+from wcx.runtime.buckets import chunk_bounds
+from wcx.runtime.executor import CallTiming, CascadeOutput, Executor, StageTiming
 from wcx.runtime.runner import Runner
 
 __all__ = ["Cascade", "CascadeOutput", "CalibrationMismatchWarning", "prediction_metrics"]
+
+#: the most rows one executor run takes: a larger call runs in blocks of this many (or of the
+#: smallest runner ``max_batch``), which bounds its memory; 256 rows is where per-row cost has
+#: levelled off on the CPU and the usual largest shape bucket on a GPU
+BLOCK_ROWS = 256
 
 
 class CalibrationMismatchWarning(UserWarning):
@@ -121,6 +135,9 @@ class Cascade:
                     r.activate()
                 activated.append(r)
             self.runners = list(runners)
+            limits = [int(r.max_batch) for r in self.runners if r.max_batch]
+            #: rows per executor run (see the module docstring, "Memory")
+            self.block_rows = min([BLOCK_ROWS, *limits])
             self.executor = Executor(self.runners, policy=self.section.policy, preprocess=Preprocessor(self.input),
                                      num_classes=self.num_classes, score=self.section.score, tau=self.section.tau)
             self.provenance = provenance or provenance_of(self.runners, backend)
@@ -241,7 +258,12 @@ class Cascade:
         with self._lock:
             if self._closed:
                 raise UsageError("this cascade is closed")
-            return self.executor.run(x, return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
+            n = int(x.shape[0])
+            if n <= self.block_rows:
+                return self.executor.run(x, return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
+            outs = [self.executor.run(x[a:b], return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
+                    for a, b in chunk_bounds(n, self.block_rows)]
+        return _concat(outs, self.n_stages, return_probs=return_probs)
 
     def predict(self, x: np.ndarray, *, batch_size: int = 256, return_probs: bool = False) -> CascadeOutput:
         """Run a whole data set in batches of ``batch_size``; one concatenated output."""
@@ -250,14 +272,7 @@ class Cascade:
             raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
         outs = list(self.stream((x[i : i + batch_size] for i in range(0, len(x), batch_size)),
                                 return_probs=return_probs))
-        return CascadeOutput(
-            pred=np.concatenate([o.pred for o in outs]),
-            score=np.concatenate([o.score for o in outs]),
-            accept=np.concatenate([o.accept for o in outs]),
-            exit_stage=np.concatenate([o.exit_stage for o in outs]),
-            probs=np.concatenate([o.probs for o in outs if o.probs is not None]) if return_probs else None,
-            n_stages=self.n_stages,
-        )
+        return _concat(outs, self.n_stages, return_probs=return_probs)
 
     def stream(
         self, batches: Iterable[np.ndarray], *, return_probs: bool = False, timing: bool = False
@@ -315,6 +330,26 @@ class Cascade:
     def __repr__(self) -> str:
         return (f"Cascade({self.n_stages} stages {self.member_names}, backend={self.backend}, "
                 f"precision={self.precision}, score={self.score_name}, tau={self.tau})")
+
+
+def _concat(outs: Sequence[CascadeOutput], n_stages: int, *, return_probs: bool) -> CascadeOutput:
+    """One output for consecutive blocks of rows (timings summed stage by stage)."""
+    timing = None
+    timings = [o.timing for o in outs if o.timing is not None]
+    if timings:
+        stages = [StageTiming(m + 1, sum(t.stages[m].rows for t in timings),
+                              sum(t.stages[m].padded_rows for t in timings),
+                              sum(t.stages[m].seconds for t in timings)) for m in range(n_stages)]
+        timing = CallTiming(stages, sum(t.total_seconds for t in timings))
+    return CascadeOutput(
+        pred=np.concatenate([o.pred for o in outs]),
+        score=np.concatenate([o.score for o in outs]),
+        accept=np.concatenate([o.accept for o in outs]),
+        exit_stage=np.concatenate([o.exit_stage for o in outs]),
+        probs=np.concatenate([o.probs for o in outs if o.probs is not None]) if return_probs else None,
+        timing=timing,
+        n_stages=n_stages,
+    )
 
 
 def prediction_metrics(out: CascadeOutput, y: np.ndarray) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """``OnnxRuntimeRunner``: one member on ONNX Runtime's CPU execution provider.
 
 The default backend and the one CI tests. Runs the exact batch it is given (no shape buckets:
-padding on the CPU is pure waste); ``max_batch`` (default: no limit) splits larger batches into
-chunks. ``threads`` sets ``intra_op_num_threads`` (``None``: ONNX Runtime's default, one thread
+padding on the CPU is pure waste); ``max_batch`` splits larger batches into chunks. Its default,
+:data:`DEFAULT_MAX_BATCH` (512), bounds the memory of a call (ONNX Runtime's activations grow with
+the rows of one run: a 20,000-row batch of a small CNN needs gigabytes) and equals the rows per
+call that calibration uses, so the default batches rows exactly as calibration did.
+``threads`` sets ``intra_op_num_threads`` (``None``: ONNX Runtime's default, one thread
 per physical core). An FP16 or INT8 (Q/DQ) member graph keeps float32 inputs and outputs, so the
 runner feeds float32 and returns float32 logits, and its precision is the graph's.
 
@@ -22,6 +25,8 @@ from wcx.errors import BadInputError, WorkFailedError
 from wcx.runtime.runner import Runner
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+#: most rows per ONNX Runtime run unless ``max_batch`` says otherwise (the module docstring)
+DEFAULT_MAX_BATCH = 512
 
 
 def cpu_description() -> str:
@@ -56,7 +61,7 @@ class OnnxRuntimeRunner(Runner):
             raise BadInputError(f"max_batch must be a positive integer, got {max_batch!r}")
         self.spin = spin
         self.threads = threads
-        self.max_batch = max_batch
+        self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else max_batch
         self.session: Any = None
 
     def info(self) -> dict[str, Any]:
