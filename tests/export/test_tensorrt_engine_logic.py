@@ -326,17 +326,19 @@ def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
     assert list(section.members) == ["m0", "m1"]
     rec = section.members["m0"]
     assert rec == records[0]
-    assert rec.file == "engines/m0.engine"
-    assert (bundle.path / "engines/m0.engine").read_bytes().startswith(MAGIC)
+    assert rec.file == f"engines/m0.{rec.sha256[:16]}.engine"  # content-addressed
+    assert (bundle.path / rec.file).read_bytes().startswith(MAGIC)
     assert rec.onnx_sha256 == reloaded.members[0].sha256
     assert rec.tensorrt_version == "10.3.0.30"
     assert (rec.gpu_name, rec.compute_capability) == ("Orin", "8.7")
     assert rec.profile == {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [64, 1, 8, 8]}
     assert rec.build_options == {"opt_batch": 8, "max_batch": 64, "workspace_mb": 256,
                                  "strongly_typed": True, "timing_cache": True}
-    assert section.timing_cache is not None and section.timing_cache.file == "engines/timing.cache"
-    assert (bundle.path / "engines/timing.cache").read_bytes() == b"+"
-    assert not list((bundle.path / "engines").glob(".*.tmp"))
+    assert section.timing_cache is not None
+    assert section.timing_cache.file == f"engines/timing.{section.timing_cache.sha256[:16]}.cache"
+    assert (bundle.path / section.timing_cache.file).read_bytes() == b"+"
+    assert sorted(f.name for f in (bundle.path / "engines").iterdir()) == sorted(
+        Path(r.file).name for r in (*section.members.values(), section.timing_cache))  # no staging left
     check_engine_compatible(rec, trt_version="10.3.0.30", gpu_name="Orin", compute_capability=(8, 7),
                             onnx_sha256=reloaded.members[0].sha256)
 
@@ -347,6 +349,64 @@ def test_build_engines_writes_engines_and_records(fake_trt, tmp_path) -> None:
     again = Bundle.load(bundle.path).engines
     assert again is not None and again.members["m0"] == rec
     assert again.members["m1"].profile["max"] == [32, 1, 8, 8]
+    # the replaced engine of m1 is gone; every file left is named by the manifest
+    assert again.timing_cache is not None
+    assert sorted(f.name for f in (bundle.path / "engines").iterdir()) == sorted(
+        Path(r.file).name for r in (*again.members.values(), again.timing_cache))
+
+
+def test_rebuild_interrupted_before_its_manifest_write_leaves_the_old_engines(fake_trt, tmp_path,
+                                                                              monkeypatch) -> None:
+    """The engines of a rebuild land beside the ones the manifest names; a process killed before
+    the manifest switches to them leaves a bundle that verifies and runs the old engines, and the
+    next build removes what the interrupted one left."""
+    fake_trt()
+    bundle = make_mlp_bundle(tmp_path)
+    tensorrt_engine.build_engines(bundle, opt_batch=8, max_batch=64)
+    first = Bundle.load(bundle.path)
+    assert first.engines is not None
+    old_files = sorted(f.name for f in (bundle.path / "engines").iterdir())
+
+    class Killed(BaseException):  # like SIGKILL: no except clause of wcx catches it
+        pass
+
+    def killed(self, **sections):
+        raise Killed
+
+    monkeypatch.setattr(Bundle, "update_sections", killed)
+    with pytest.raises(Killed):
+        tensorrt_engine.build_engines(first, opt_batch=4, max_batch=32)  # another profile: new engines
+    monkeypatch.undo()
+    after = Bundle.load(bundle.path)  # hash-verifies every file the manifest names
+    assert after.engines == first.engines
+    left = sorted(f.name for f in (bundle.path / "engines").iterdir())
+    assert set(old_files) < set(left)  # the new engines were moved in, but are not named
+    assert not [n for n in left if n.startswith(".")]  # the staging folder is gone
+
+    fake_trt()
+    tensorrt_engine.build_engines(after, opt_batch=4, max_batch=32)
+    final = Bundle.load(bundle.path).engines
+    assert final is not None and final.members["m0"].profile["max"] == [32, 1, 8, 8]
+    assert sorted(f.name for f in (bundle.path / "engines").iterdir()) == sorted(
+        Path(r.file).name for r in (*final.members.values(), final.timing_cache))  # type: ignore[arg-type]
+
+
+def test_rebuild_replaces_engines_named_before_content_addressing(fake_trt, tmp_path) -> None:
+    """A bundle whose engines were written as ``engines/<member>.engine`` (before content
+    addressing) still loads; a rebuild switches to the new names and removes the old files."""
+    fake_trt()
+    bundle = make_mlp_bundle(tmp_path, members=1)
+    tensorrt_engine.build_engines(bundle, opt_batch=1, max_batch=4)
+    loaded = Bundle.load(bundle.path)
+    assert loaded.engines is not None
+    rec = loaded.engines.members["m0"]
+    (bundle.path / rec.file).rename(bundle.path / "engines/m0.engine")
+    loaded.update_sections(engines=EnginesSection(members={"m0": dataclasses.replace(rec, file="engines/m0.engine")},
+                                                  timing_cache=loaded.engines.timing_cache))
+    legacy = Bundle.load(bundle.path)
+    tensorrt_engine.build_engines(legacy, opt_batch=2, max_batch=8)
+    assert not (bundle.path / "engines/m0.engine").exists()
+    assert Bundle.load(bundle.path).engines.members["m0"].profile["max"] == [8, 1, 8, 8]  # type: ignore[union-attr]
 
 
 def test_timing_cache_from_another_tensorrt_is_not_reused(fake_trt, tmp_path) -> None:

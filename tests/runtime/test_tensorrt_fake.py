@@ -234,7 +234,8 @@ def test_engine_files_are_checked_when_activating(fake_gpu, tmp_path: Path) -> N
     from wcx.core.manifest import EnginesSection
 
     bundle = _engines(make_variant_bundle(tmp_path, "fp32"))
-    engine_file = bundle.file("engines/m0.engine")
+    assert bundle.engines is not None
+    engine_file = bundle.file(bundle.engines.members["m0"].file)
     plan = engine_file.read_bytes()
     engine_file.write_bytes(plan + b"\0")  # altered after the bundle was loaded
     with pytest.raises(BadInputError, match="was altered"):

@@ -205,7 +205,8 @@ def test_engine_from_another_tensorrt_or_onnx_is_refused(tmp_path) -> None:
         with pytest.raises(BadInputError, match=match), TensorRTRunner(Bundle.load(copy), 0):
             pass
     # An altered engine file is refused when the bundle loads.
-    engine = bundle.path / "engines" / "m0.engine"
+    assert bundle.engines is not None
+    engine = bundle.file(bundle.engines.members["m0"].file)
     engine.write_bytes(engine.read_bytes()[:-1] + b"\0")
     with pytest.raises(BadInputError, match="altered"):
         Bundle.load(bundle.path)

@@ -9,11 +9,11 @@ by ``build_engines``::
 
     "engines": {
       "backend": "tensorrt",
-      "timing_cache": null | {"file": "engines/timing.cache", "sha256": "...",
+      "timing_cache": null | {"file": "engines/timing.<sha256[:16]>.cache", "sha256": "...",
                               "tensorrt_version": "10.3.0.30", "gpu_name": "...",
                               "compute_capability": "8.7"},
       "members": {
-        "m0": {"member": "m0", "file": "engines/m0.engine", "sha256": "...",
+        "m0": {"member": "m0", "file": "engines/m0.<sha256[:16]>.engine", "sha256": "...",
                "tensorrt_version": "10.3.0.30", "gpu_name": "Orin",
                "compute_capability": "8.7", "onnx_sha256": "...", "precision": "fp16",
                "input_name": "input", "output_name": "logits",
@@ -43,10 +43,11 @@ from wcx.errors import BadInputError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 ENGINE_DIR = "engines"
-TIMING_CACHE_FILE = f"{ENGINE_DIR}/timing.cache"
+#: hex digits of a file's sha256 in its name (content-addressed engine and cache files)
+NAME_HASH_DIGITS = 16
 
-#: How to get TensorRT, for error messages (there is no ``pip install wcx[tensorrt]`` that
-#: brings TensorRT itself: on Jetson it is part of JetPack).
+#: How to get TensorRT, for error messages (wcx's ``tensorrt`` extra brings only the CUDA binding,
+#: not TensorRT itself: on Jetson it is part of JetPack).
 INSTALL_HINT = (
     "on x86_64 'pip install tensorrt' (NVIDIA's wheels, TensorRT 10.3 or newer) and NVIDIA's CUDA "
     "binding (pip install cuda-bindings, or wcx's 'tensorrt' extra from its checkout); on Jetson "
@@ -60,9 +61,20 @@ def rebuild_hint(bundle_path: object | None = None) -> str:
     return f"wcx build-engines {bundle_path if bundle_path is not None else 'BUNDLE'}"
 
 
-def engine_file(member_name: str) -> str:
-    """Where a member's engine lives inside the bundle."""
-    return f"{ENGINE_DIR}/{member_name}.engine"
+def engine_file(member_name: str, sha256: str) -> str:
+    """Where a member's engine with this content lives inside the bundle.
+
+    The name carries the start of the engine's sha256, so a rebuild writes new files beside the
+    ones the manifest names and switches to them with one manifest write: an interrupted
+    rebuild leaves the bundle valid (the manifest read at load time always names files that
+    exist with their hashes). Bundles from before this naming (``engines/<member>.engine``)
+    load as they are: the runner reads whatever file the record names."""
+    return f"{ENGINE_DIR}/{member_name}.{sha256[:NAME_HASH_DIGITS]}.engine"
+
+
+def timing_cache_file(sha256: str) -> str:
+    """Where the timing cache with this content lives inside the bundle (named like engines)."""
+    return f"{ENGINE_DIR}/timing.{sha256[:NAME_HASH_DIGITS]}.cache"
 
 
 # -------------------------------------------------------------------------------------------

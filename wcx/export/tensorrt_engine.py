@@ -8,10 +8,16 @@ TensorRT 11 removed them.
 
 Per member: parse the ONNX with ``trt.OnnxParser``, add one optimization profile on the batch
 dimension (min 1, opt, max), optionally limit the workspace pool, share one timing cache (kept in
-the bundle as ``engines/timing.cache``), ``build_serialized_network``, and write the engine to
-``engines/<member>.engine``. All engines are staged first and moved into place only when every
-requested member has built, then the manifest's ``engines`` section is updated (see
-:mod:`wcx.export.engine_compat` for its layout and the compatibility rules).
+the bundle as ``engines/timing.<hash>.cache``), ``build_serialized_network``, and write the engine
+to ``engines/<member>.<hash>.engine`` (``<hash>``: the start of the file's sha256; see
+:mod:`wcx.export.engine_compat` for the section's layout and the compatibility rules).
+
+All or nothing, even under ``kill -9``: engines are built into a staging folder; only when every
+requested member has built are they moved to their content-addressed names, which are new files
+beside the ones the manifest names, and then the manifest's ``engines`` section switches to them
+in one atomic write. Files no longer named are deleted after that write. An interruption at any
+point leaves a bundle that loads and verifies (the old engines or the new ones); what it leaves
+behind (a staging folder, unnamed engine files) is removed by the next build.
 
 ``tensorrt`` and the CUDA binding are imported inside the functions, never at ``import wcx``.
 Without them, or without a GPU, ``build_engines`` raises ``MissingDependencyError`` (CLI exit
@@ -24,22 +30,22 @@ import collections
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wcx.atomic import scratch_directory
 from wcx.bundle import Bundle, sha256_file
-from wcx.core.manifest import EngineRecord, EnginesSection, MemberSection, TimingCacheRecord
+from wcx.core.manifest import EngineRecord, EnginesSection, MemberSection, TimingCacheRecord, file_references
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.export.engine_compat import (
     ENGINE_DIR,
-    TIMING_CACHE_FILE,
     cuda_gpu_facts,
     engine_file,
     import_tensorrt,
     make_engine_record,
     profile_shapes,
+    timing_cache_file,
     trt_unsupported_qdq,
     validate_batch_sizes,
 )
@@ -149,12 +155,24 @@ def _load_timing_cache(bundle: Bundle, facts: dict[str, str], trt_version: str) 
     return path.read_bytes()
 
 
-def _stage_path(bundle: Bundle, rel: str) -> Path:
-    target = bundle.file(rel)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+def _engine_files(bundle: Bundle) -> list[Path]:
+    """The engine and timing-cache files in the bundle's engine folder (visible names only)."""
+    folder = bundle.path / ENGINE_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(f for f in folder.iterdir()
+                  if not f.name.startswith(".") and f.suffix in (".engine", ".cache")
+                  and f.is_file() and not f.is_symlink())
+
+
+def _remove_unnamed_engine_files(bundle: Bundle) -> None:
+    """Delete engine and cache files the manifest does not name (replaced by a rebuild, or left
+    by one that was interrupted before its manifest write)."""
+    named = {rel for rel, _ in file_references(bundle.manifest.to_dict())}
+    for f in _engine_files(bundle):
+        if f"{ENGINE_DIR}/{f.name}" not in named:
+            log.info("removing %s/%s (no longer named by the manifest)", ENGINE_DIR, f.name)
+            f.unlink(missing_ok=True)
 
 
 def _build_member(
@@ -249,8 +267,9 @@ def build_engines(
     """Build a TensorRT engine for each member (or the named ``members``) of ``bundle``.
 
     Returns the new engine records (the manifest's ``engines.members`` entries, stage order).
-    Engines land in ``BUNDLE/engines/<member>.engine``; records of members not rebuilt are
-    kept. Either every requested engine is written and recorded, or none is.
+    Engines land in ``BUNDLE/engines/<member>.<hash>.engine``; records of members not rebuilt
+    are kept. Either every requested engine is written and recorded, or none is (the module
+    docstring says how, also when the process is killed).
 
     Raises ``MissingDependencyError`` (exit 2) without TensorRT, the CUDA binding, or a GPU;
     ``BadInputError`` (exit 2) for bad options or a member TensorRT cannot take as given;
@@ -277,43 +296,44 @@ def build_engines(
 
     build_options = {"opt_batch": opt_batch, "max_batch": max_batch, "workspace_mb": workspace_mb,
                      "strongly_typed": True, "timing_cache": True}
-    staged: list[tuple[Path, str]] = []
-    records: list[EngineRecord] = []
-    try:
+    built: list[tuple[Path, EngineRecord]] = []
+    (bundle.path / ENGINE_DIR).mkdir(exist_ok=True)
+    with scratch_directory(bundle.path / ENGINE_DIR / "build") as staging:
         for index, member in selected:
-            rel = engine_file(member.name)
-            tmp = _stage_path(bundle, rel)
-            staged.append((tmp, rel))
+            staged = staging / f"{member.name}.engine"
             onnx_sha256, shapes, input_name = _build_member(
                 trt, builder, logger, timing_cache, bundle, index, member,
-                opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, staged=tmp,
+                opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, staged=staged,
             )
-            records.append(make_engine_record(
-                member=member.name, file_ref={"file": rel, "sha256": sha256_file(tmp)},
+            sha = sha256_file(staged)
+            built.append((staged, make_engine_record(
+                member=member.name, file_ref={"file": engine_file(member.name, sha), "sha256": sha},
                 tensorrt_version=trt_version, gpu_name=facts["gpu_name"],
                 compute_capability=facts["compute_capability"], onnx_sha256=onnx_sha256,
                 precision=member.precision, input_name=input_name, output_name=member.output_name,
                 profile=shapes, build_options=build_options,
-            ))
-        cache_tmp = _stage_path(bundle, TIMING_CACHE_FILE)
-        staged.append((cache_tmp, TIMING_CACHE_FILE))
-        with open(cache_tmp, "wb") as fh:
+            )))
+        cache_staged = staging / "timing.cache"
+        with open(cache_staged, "wb") as fh:
             fh.write(memoryview(timing_cache.serialize()))
-        cache_ref = TimingCacheRecord(file=TIMING_CACHE_FILE, sha256=sha256_file(cache_tmp),
+        cache_sha = sha256_file(cache_staged)
+        cache_ref = TimingCacheRecord(file=timing_cache_file(cache_sha), sha256=cache_sha,
                                       tensorrt_version=trt_version, gpu_name=facts["gpu_name"],
                                       compute_capability=facts["compute_capability"])
-        # Every build succeeded: move the files into place, then record them.
-        for tmp, rel in staged:
-            os.replace(tmp, bundle.file(rel))
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+        # Every build succeeded. The new names are not the ones the manifest names (unless the
+        # content is the same), so these renames leave the bundle valid until the manifest
+        # switches to them.
+        for staged_file, record in built:
+            os.replace(staged_file, bundle.file(record.file))
+        os.replace(cache_staged, bundle.file(cache_ref.file))
 
+    records = [record for _, record in built]
     before = {} if bundle.engines is None else dict(bundle.engines.members)
     kept = {name: rec for name, rec in before.items() if name in {m.name for m in bundle.members}}
     kept.update({rec.member: rec for rec in records})
     order = [m.name for m in bundle.members if m.name in kept]
     bundle.update_sections(engines=EnginesSection(members={name: kept[name] for name in order},
                                                   timing_cache=cache_ref))
+    _remove_unnamed_engine_files(bundle)
     log.info("wrote %d TensorRT engine(s) to %s/%s", len(records), bundle.path, ENGINE_DIR)
     return records

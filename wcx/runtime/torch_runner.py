@@ -19,7 +19,8 @@ eagerly in FP32 without graphs (how the tests run it). Outputs are float32 torch
 device (the running ensemble state stays there); numpy inputs are copied to the device.
 
 Works with torch 2.4 and newer. torch is imported when the runner is built; without it the
-runner raises ``MissingDependencyError`` naming ``wcx[torch]``.
+runner raises ``MissingDependencyError`` saying how to install the ``torch`` extra from the
+checkout (:func:`wcx.errors.install_hint`).
 """
 
 from __future__ import annotations
