@@ -17,6 +17,10 @@ context``, parameters that receive such values within one module, tuple assignme
 (``MUST_BE_FOUND``) guards the analysis itself: if a refactor hides a call from it, the test
 fails instead of silently checking less.
 
+Signatures (no wheel needed): the parameter names of each TensorRT method wcx calls, as
+TensorRT's pybind11 source registers them (``PYBIND_SIGNATURES``), must be the fake's, and
+every call in wcx must pass them validly (positions, keyword names, required ones).
+
 Also checked: names removed in TensorRT 11 are not used anywhere in wcx (``EXPLICIT_BATCH``,
 ``BuilderFlag`` (``FP16``/``INT8`` flags), ``IInt8EntropyCalibrator2`` and the other INT8
 calibrators, ``execute_async_v2``), and the premise that 11.4 indeed lacks them.
@@ -389,3 +393,88 @@ def test_premise_11_4_lacks_the_removed_names(bindings) -> None:
     assert _presence("EXPLICIT_BATCH", so10, init10) == "standalone", wheel10
     assert _presence("STRONGLY_TYPED", so10, init10) == "standalone", wheel10
     assert _presence("__version__", so10, init10) != "missing"
+
+
+# -------------------------------------------------------------------------------------------
+# signatures: the fake and wcx's calls against TensorRT's pybind11 registrations
+# -------------------------------------------------------------------------------------------
+#: Parameter names of the methods wcx calls, as TensorRT's Python bindings register them
+#: (``.def("name", ..., "arg"_a, ...)`` in NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` and
+#: ``python/src/parsers/pyOnnx.cpp``, release 11.0, commit a892d222; unchanged since 10.3 for
+#: these methods), with how many of them are required (the rest have defaults).
+PYBIND_SIGNATURES: dict[str, tuple[tuple[str, ...], int]] = {
+    "create_network": (("flags",), 0),
+    "create_builder_config": ((), 0),
+    "create_optimization_profile": ((), 0),
+    "build_serialized_network": (("network", "config"), 2),
+    "set_memory_pool_limit": (("pool", "pool_size"), 2),
+    "add_optimization_profile": (("profile",), 1),
+    "create_timing_cache": (("serialized_timing_cache",), 1),
+    "set_timing_cache": (("cache", "ignore_mismatch"), 2),
+    "set_shape": (("input", "min", "opt", "max"), 4),
+    "parse": (("model", "path"), 1),
+    "get_error": (("index",), 1),
+    "deserialize_cuda_engine": (("serialized_engine",), 1),
+    "create_execution_context": ((), 0),
+    "get_tensor_name": (("index",), 1),
+    "get_tensor_mode": (("name",), 1),
+    "get_tensor_dtype": (("name",), 1),
+    "get_tensor_shape": (("name",), 1),
+    "get_tensor_profile_shape": (("name", "profile_index"), 2),
+    "set_input_shape": (("name", "shape"), 2),
+    "set_tensor_address": (("name", "memory"), 2),
+    "execute_async_v3": (("stream_handle",), 1),
+}
+#: the modules that call TensorRT
+TENSORRT_CALLERS = (WCX / "export" / "tensorrt_engine.py", WCX / "runtime" / "tensorrt_runner.py")
+
+
+def _fake_signatures() -> dict[str, tuple[tuple[str, ...], int]]:
+    """``{method: (parameter names, number required)}`` of the methods of the classes that
+    ``make_fake_tensorrt`` defines (read from its source: most are local classes)."""
+    tree = ast.parse((ROOT / "tests" / "fakes" / "tensorrt.py").read_text(encoding="utf-8"))
+    factory = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "make_fake_tensorrt")
+    out: dict[str, tuple[tuple[str, ...], int]] = {}
+    for cls in (n for n in ast.walk(factory) if isinstance(n, ast.ClassDef)):
+        for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in PYBIND_SIGNATURES):
+            params = [a.arg for a in fn.args.posonlyargs + fn.args.args][1:]  # without self
+            assert fn.name not in out, f"two fake classes define {fn.name}"
+            out[fn.name] = (tuple(params), len(params) - len(fn.args.defaults))
+    return out
+
+
+def test_the_fake_has_tensorrt_s_parameter_names() -> None:
+    """A call that works on the fake, by keywords or by position, works on TensorRT."""
+    fake = _fake_signatures()
+    missing = sorted(set(PYBIND_SIGNATURES) - set(fake))
+    assert not missing, f"the fake lacks {missing}"
+    for name, expected in PYBIND_SIGNATURES.items():
+        assert fake[name] == expected, f"fake {name}: {fake[name]}, TensorRT registers {expected}"
+
+
+def test_wcx_calls_tensorrt_methods_with_their_registered_arguments() -> None:
+    """Every call wcx makes to one of these methods passes an allowed number of positional
+    arguments, only registered keyword names, and every required parameter."""
+    checked: list[str] = []
+    for path in TENSORRT_CALLERS:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            if name not in PYBIND_SIGNATURES or isinstance(node.func.value, ast.Name) and node.func.value.id in (
+                    "json", "os", "self"):
+                continue
+            params, required = PYBIND_SIGNATURES[name]
+            where = f"{path.name}:{node.lineno} {name}"
+            assert not any(isinstance(a, ast.Starred) for a in node.args), where
+            n_pos = len(node.args)
+            keywords = [k.arg for k in node.keywords]
+            assert None not in keywords, f"{where}: **kwargs cannot be checked"
+            assert n_pos <= len(params), f"{where}: {n_pos} positional arguments, TensorRT takes {params}"
+            assert set(keywords) <= set(params[n_pos:]), f"{where}: keywords {keywords}, TensorRT takes {params}"
+            given = set(params[:n_pos]) | set(keywords)
+            assert set(params[:required]) <= given, f"{where}: misses one of {params[:required]}"
+            checked.append(name)
+    # guards the walk: the calls the runtime and builder depend on were seen
+    assert {"execute_async_v3", "set_tensor_address", "set_input_shape", "build_serialized_network",
+            "set_timing_cache", "deserialize_cuda_engine", "set_shape"} <= set(checked)

@@ -13,9 +13,10 @@ only through the CUDA binding (:func:`wcx.cuda_runtime.import_binding`: the fake
 ``set_tensor_address``, and writes its output only to the output tensor's address, as an
 asynchronous copy on the stream given to ``execute_async_v3``, so the result is visible only
 after that stream is synchronised. It refuses to run unless the input shape was set (within the
-profile) and every I/O tensor has an address; method names and keyword names are TensorRT's
+profile) and every I/O tensor has an address. Method and parameter names are TensorRT's
 (``set_input_shape(name, shape)``, ``set_tensor_address(name, memory)``,
-``execute_async_v3(stream_handle)``, ``get_tensor_profile_shape(name, profile_index)``).
+``execute_async_v3(stream_handle)``, ...): ``tests/contract/test_tensorrt_api_contract.py``
+checks them against TensorRT's pybind11 registrations.
 
 ``make_fake_tensorrt()`` returns a fresh module; ``events`` records builds and timing caches.
 """
@@ -115,8 +116,8 @@ def make_fake_tensorrt(*, version: str = "10.3.0.30", fail_build_for: str | None
 
         num_errors = property(lambda self: len(self.errors))
 
-        def get_error(self, i: int) -> ParserError:
-            return self.errors[i]
+        def get_error(self, index: int) -> ParserError:
+            return self.errors[index]
 
     class TimingCache:
         def __init__(self, blob: bytes) -> None:
@@ -131,24 +132,24 @@ def make_fake_tensorrt(*, version: str = "10.3.0.30", fail_build_for: str | None
             self.pool: Any = None
             self.cache: Any = None
 
-        def set_memory_pool_limit(self, pool: Any, size: int) -> None:
-            self.pool = (pool, size)
+        def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
+            self.pool = (pool, pool_size)
 
         def add_optimization_profile(self, profile: Any) -> int:
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, blob: bytes) -> TimingCache:
-            trt.events.append(("create_timing_cache", bytes(blob)))
-            return TimingCache(blob)
+        def create_timing_cache(self, serialized_timing_cache: bytes) -> TimingCache:
+            trt.events.append(("create_timing_cache", bytes(serialized_timing_cache)))
+            return TimingCache(serialized_timing_cache)
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             self.cache = cache
             return True
 
     class Profile:
-        def set_shape(self, name: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - TensorRT's names
-            self.shape = (name, tuple(min), tuple(opt), tuple(max))
+        def set_shape(self, input: Any, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - TensorRT's names
+            self.shape = (input, tuple(min), tuple(opt), tuple(max))
 
     class Builder:
         def __init__(self, logger: Any) -> None:
