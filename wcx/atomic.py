@@ -225,6 +225,16 @@ def write_json_atomic(path: str | Path, data: object) -> None:
 # -------------------------------------------------------------------------------------------
 # directories
 # -------------------------------------------------------------------------------------------
+def _staging_directory(path: Path) -> Path:
+    """A new, empty directory next to ``path`` under a staging name of this process."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        if _is_write_error(exc, path.parent):
+            raise _write_failed(exc, path) from exc
+        raise
+
+
 @contextlib.contextmanager
 def scratch_directory(path: str | Path) -> Iterator[Path]:
     """A temporary working directory next to ``path`` for work that ends in writing ``path``,
@@ -233,12 +243,7 @@ def scratch_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     _mkdir_parent(path)
     clean_staging(path)
-    try:
-        scratch = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        if _is_write_error(exc, path.parent):
-            raise _write_failed(exc, path) from exc
-        raise
+    scratch = _staging_directory(path)
     try:
         yield scratch
     finally:
@@ -312,12 +317,7 @@ def atomic_directory(
             raise FileExistsError(f"{path} already exists")
         if check_replace is not None:
             check_replace(path)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        if _is_write_error(exc, path.parent):
-            raise _write_failed(exc, path) from exc
-        raise
+    tmp = _staging_directory(path)
     try:
         umask = os.umask(0)
         os.umask(umask)
