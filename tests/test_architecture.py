@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "wcx"
 MODULE_STRING = re.compile(r"^(wcx(?:\.\w+)+)(?::[\w.]+)?$")
 #: packages drawn as one node in the layer check (the rest of wcx are single modules)
-SUBPACKAGES = ("core", "export", "calibration", "runtime", "zoo")
+SUBPACKAGES = ("core", "data", "export", "calibration", "runtime", "zoo")
 #: what each part may import (docs/architecture.md); everything may import wcx.errors and wcx.version
 LAYERS = {
     "wcx.core": {"wcx.errors"},

@@ -38,7 +38,8 @@ def test_help_explains_every_option_and_warns_about_code() -> None:
     text = " ".join(res.output.replace("│", " ").split())
     for option in ("--input-shape", "--out", "--precision", "--calib-data", "--eval-data", "--names", "--opset",
                    "--max-batch", "--mean", "--std", "--fp32-atol", "--fp16-min-agreement",
-                   "--int8-min-agreement", "--holdout", "--int8-reduce-range", "--parity-samples", "--seed",
+                   "--int8-min-agreement", "--holdout", "--int8-reduce-range", "--int8-calibration",
+                   "--int8-calib-samples", "--parity-samples", "--seed",
                    "--overwrite", "--json"):
         assert option in text, option
     assert "RUNS THAT CODE" in text and "not FP16 arithmetic" in text
@@ -58,7 +59,8 @@ def test_options_reach_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "export", "a.onnx", "pkg.mod:fn", "--input-shape", "3,32,32", "--out", str(tmp_path / "b"),
         "--precision", "int8", "--names", "s1, s2", "--mean", "0.4,0.5,0.6", "--std", "0.2",
         "--int8-min-agreement", "0.95", "--opset", "18", "--max-batch", "32", "--holdout", "0.3",
-        "--no-int8-reduce-range", "--json", str(tmp_path / "r.json"),
+        "--int8-reduce-range", "--int8-calibration", "entropy", "--int8-calib-samples", "300",
+        "--json", str(tmp_path / "r.json"),
     ])
     assert res.exit_code == 0, res.output
     assert calls["models"] == ["a.onnx", "pkg.mod:fn"] and calls["out"] == tmp_path / "b"
@@ -66,7 +68,8 @@ def test_options_reach_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert calls["mean"] == [0.4, 0.5, 0.6] and calls["std"] == [0.2]
     assert calls["tolerances"].int8_min_agreement == 0.95 and calls["tolerances"].fp32_max_abs_diff == 1e-4
     assert calls["opset"] == 18 and calls["max_batch"] == 32 and calls["holdout_fraction"] == 0.3
-    assert calls["int8_reduce_range"] is False and calls["overwrite"] is False
+    assert calls["int8_reduce_range"] is True and calls["overwrite"] is False
+    assert calls["int8_calibration"] == "entropy" and calls["max_calib_samples"] == 300
     assert "progress" not in calls  # no progress bar when stderr is not a terminal
     assert json.loads((tmp_path / "r.json").read_text())["notes"] == ["a note"]
     assert "a note" in res.output
@@ -114,4 +117,42 @@ def test_parity_failure_exits_1(tmp_path: Path, monkeypatch, capsys) -> None:
     code, err = _main(monkeypatch, capsys, ["export", "tests.export.models:diverging_cnn", "--input-shape", SHAPE,
                                             "--out", str(tmp_path / "b")])
     assert code == 1 and len(err.strip().splitlines()) == 1 and "differs from PyTorch" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_int8_defaults_are_the_library_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    calls = {}
+
+    def fake_export(models, out, **kwargs):
+        calls.update(kwargs)
+        return exporter_module.ExportReport(bundle=str(out), precision="int8", members=[], provenance={}, notes=[],
+                                            seconds=0.0)
+
+    defaults = {k: v.default for k, v in inspect.signature(exporter_module.export_bundle).parameters.items()}
+    monkeypatch.setattr(exporter_module, "export_bundle", fake_export)
+    res = runner.invoke(cli.app, ["export", "a.onnx", "--input-shape", SHAPE, "--out", str(tmp_path / "b"),
+                                  "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    for name in ("int8_reduce_range", "int8_calibration", "max_calib_samples"):
+        assert calls[name] == defaults[name], name
+    assert calls["int8_reduce_range"] is False
+
+
+def test_int8_refusal_exits_1_and_names_remedies_as_options(tmp_path: Path, monkeypatch, capsys) -> None:
+    import numpy as np
+
+    members = [str(make_mlp_onnx(tmp_path / f"m{i}.onnx", seed=i)) for i in range(2)]
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((200, 1, 8, 8), dtype=np.float32))
+    code, err = _main(monkeypatch, capsys, ["export", *members, "--input-shape", SHAPE, "--out", str(tmp_path / "b"),
+                                            "--precision", "int8", "--calib-data", str(tmp_path / "calib.npz"),
+                                            "--int8-min-agreement", "1.0", "--int8-reduce-range",
+                                            "--int8-calibration", "percentile"])
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "'m0' " in err and "'m1' " in err and "(below)" in err
+    for flag in ("--int8-calibration minmax", "--int8-calibration entropy", "--no-int8-reduce-range",
+                 "--calib-data", "--precision fp16"):
+        assert flag in err, flag
+    assert "int8_" not in err  # no library parameter names
     assert not (tmp_path / "b").exists()

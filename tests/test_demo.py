@@ -54,13 +54,25 @@ def test_demo_writes_bundle_plots_and_results(demo: Any) -> None:
         assert ("cascade:window_fixed", b) in configs
         assert all((f"single:{r['members'][0]}", b) in configs for r in results["table"][3:])
     for row in results["bench"]:
-        assert row["p50_ms"] > 0 and row["backend"] == "onnxruntime" and row["repeats"] == 2
+        assert row["p50_ms"] > 0 and row["backend"] == "onnxruntime"
+        # every configuration in the same rounds: batch 1 on 1,000 different test images
+        assert row["repeats"] == (1000 if row["batch_size"] == 1 else 4)
+        assert row["distinct_rows"] == row["rows_timed"] == row["repeats"] * row["batch_size"]
+        assert row["p50_ci_ms"][0] <= row["p50_ms"] <= row["p50_ci_ms"][1]
 
     table = results["table"]
     assert [r["config"] for r in table][:3] == ["window", "window_fixed", "ensemble"]
     assert all(r["config"] == "single" for r in table[3:])
     assert table[-1]["members"] == demo.members[:1]
     assert all(r["latency_ms"]["1"] and r["latency_ms"]["256"] for r in table)
+    for r in table:
+        for b in ("1", "256"):
+            low, high = r["latency_ci_ms"][b]
+            assert low <= r["latency_ms"][b] <= high
+    claim = results["demo"]["claim"]
+    for b in ("1", "256"):
+        low, high = claim[f"latency_ratio_{b}_range"]
+        assert low <= claim[f"latency_ratio_{b}"] <= high
     assert table[0]["coverage"] == cal["test"]["coverage"]
     assert table[0]["expected_macs"] < table[2]["expected_macs"]
     assert results["demo"]["claim"]["against"] == table[3]["members"][0]

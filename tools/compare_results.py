@@ -29,6 +29,7 @@ from typing import Any
 SKIPPED_KEYS = frozenset({
     "bench", "latency_ms", "seconds", "p50_ms", "p90_ms", "p99_ms", "throughput", "overhead",
     "floor_ms", "latency_ratio_256", "latency_ratio_1", "plots", "created", "bundle", "results",
+    "mean_ms", "p50_ci_ms", "expected_ms", "latency_ci_ms", "latency_ratio_256_range", "latency_ratio_1_range",
     "out_dir", "path", "selected_from", "threads",
 })
 

@@ -36,7 +36,8 @@ from wcx.version import __version__
 
 #: library parameter names -> the options that set them. The library's messages name its
 #: parameters; the command line shows its own options instead. Names with an underscore, and
-#: ``name=True``, are replaced wherever they stand; single words only at the start of a message.
+#: ``name=True``, are replaced wherever they stand; single words only at the start of a message
+#: or as ``name=value``. ``name=False`` becomes the ``--no-`` form of a boolean option.
 _FLAGS = {
     "batch_size": "--batch-size", "opt_batch": "--opt-batch", "max_batch": "--max-batch",
     "workspace_mb": "--workspace-mb", "log_level": "--trt-log-level", "input_shape": "--input-shape",
@@ -47,6 +48,9 @@ _FLAGS = {
     "threads": "--threads", "widths": "--widths", "budget": "--budget", "repeats": "--repeats",
     "warmup": "--warmup", "cost": "--cost", "overwrite": "--overwrite",
     "size": "--size", "input_range": "--input-range", "replace_certified": "--replace-certified",
+    "int8_reduce_range": "--int8-reduce-range", "int8_calibration": "--int8-calibration",
+    "max_calib_samples": "--int8-calib-samples", "int8_min_agreement": "--int8-min-agreement",
+    "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
 #: write or read of a valid path (exit 1)
@@ -64,6 +68,8 @@ def cli_message(message: str) -> str:
     """A library message with its parameter names replaced by the command line's options."""
     for name, flag in _FLAGS.items():
         message = re.sub(rf"(?<![\w\-/.]){name}=True\b", flag, message)
+        message = re.sub(rf"(?<![\w\-/.]){name}=False\b", "--no-" + flag[2:], message)
+        message = re.sub(rf"(?<![\w\-/.]){name}=(?=\w)", flag + " ", message)
         if "_" in name:
             message = re.sub(rf"(?<![\w\-/.]){name}(?![\w\-])", flag, message)
     first = re.match(r"^([a-z]+)(?=[: ])", message)
@@ -362,8 +368,9 @@ def export(
         ),
     ],
     input_shape: Annotated[
-        str, typer.Option("--input-shape", help="Input shape of one sample, C,H,W (e.g. 1,28,28).",
-                          show_default=False)
+        list[str], typer.Option("--input-shape", help="Input shape of one sample, C,H,W (e.g. 1,28,28); repeat it "
+                                "once per MODEL for members at different resolutions (then give --resize or --crop).",
+                                show_default=False)
     ],
     out_dir: Annotated[
         Path, typer.Option("--out", help="Bundle directory to create (written atomically).", show_default=False)
@@ -401,6 +408,21 @@ def export(
         str | None, typer.Option("--std", help="Per-channel std divided by after the mean, one value or "
                                  "one per channel (default: 1).", show_default=False)
     ] = None,
+    resize: Annotated[
+        list[str] | None, typer.Option("--resize", help=(
+            "Members take raw uint8 frames (images of any size) and resize them first: S (shorter side to S, "
+            "aspect kept, as torchvision's Resize(S)) or H,W. Repeat once per MODEL for different values."),
+            show_default=False)
+    ] = None,
+    crop: Annotated[
+        list[str] | None, typer.Option("--crop", help=(
+            "Center crop after the resize to the member's H,W: S or H,W (as torchvision's CenterCrop). Repeat "
+            "once per MODEL for different values."), show_default=False)
+    ] = None,
+    interpolation: Annotated[
+        str, typer.Option("--interpolation", help="Resampling filter of --resize (Pillow): nearest, bilinear, "
+                          "bicubic, lanczos, box or hamming.")
+    ] = "bilinear",
     input_range: Annotated[
         str | None, typer.Option("--input-range", help=(
             "LOW,HIGH: the data arrives already normalised, as float32 in [LOW, HIGH]; the members take it "
@@ -426,9 +448,20 @@ def export(
     ] = 0.2,
     int8_reduce_range: Annotated[
         bool, typer.Option("--int8-reduce-range/--no-int8-reduce-range", help=(
-            "Keep INT8 weights in 7 bits: ONNX Runtime's INT8 kernels on x86 CPUs without VNNI "
-            "saturate with full-range weights. Turn off for TensorRT-only bundles."))
-    ] = True,
+            "Keep INT8 weights in 7 bits ([-64, 64]) instead of 8: only for bundles that run on ONNX "
+            "Runtime on x86 CPUs without VNNI (AVX2 only), whose INT8 kernels saturate with full-range "
+            "weights. Elsewhere (VNNI CPUs, ARM, TensorRT) 7 bits only cost accuracy."))
+    ] = False,
+    int8_calibration: Annotated[
+        str, typer.Option("--int8-calibration", help=(
+            "How the INT8 activation ranges are chosen from --calib-data: minmax (largest value seen), "
+            "percentile (99.999th percentile of |value|) or entropy (onnxruntime's KL-divergence method)."))
+    ] = "minmax",
+    int8_calib_samples: Annotated[
+        int, typer.Option("--int8-calib-samples", help=(
+            "Largest number of --calib-data inputs the INT8 activation ranges are collected on (a random "
+            "sample, --seed); time grows with it."))
+    ] = 1024,
     parity_samples: Annotated[
         int, typer.Option("--parity-samples", help="Seeded random inputs (uniform in [0,1], then "
                           "preprocessed) in every parity check, besides the data.")
@@ -465,17 +498,20 @@ def export(
         cuda_gpu_facts("wcx export --backend tensorrt")
         validate_batch_sizes(opt_batch, max_batch)
     check_outputs(json_out)
-    shape = parse_int_list(input_shape, option="--input-shape")
+    shapes = [parse_int_list(v, option="--input-shape") for v in input_shape]
     name_list = None if names is None else [n.strip() for n in names.split(",")]
     tolerances = Tolerances(fp32_max_abs_diff=fp32_atol, fp16_min_agreement=fp16_min_agreement,
                             int8_min_agreement=int8_min_agreement)
     report = _run_export_with_progress(
-        export_bundle, models, out_dir, input_shape=shape, precision=precision,
+        export_bundle, models, out_dir, input_shape=shapes[0] if len(shapes) == 1 else shapes, precision=precision,
+        resize=_size_option(resize, option="--resize"), crop=_size_option(crop, option="--crop"),
+        interpolation=interpolation,
         calib_data=calib_data, eval_data=eval_data, names=name_list, opset=opset, max_batch=max_batch,
         mean=_parse_float_list(mean, option="--mean"), std=_parse_float_list(std, option="--std"),
         input_range=_parse_float_list(input_range, option="--input-range"), tolerances=tolerances,
         holdout_fraction=holdout, parity_samples=parity_samples,
-        int8_reduce_range=int8_reduce_range, seed=seed, overwrite=overwrite,
+        int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
+        max_calib_samples=int8_calib_samples, seed=seed, overwrite=overwrite,
     )
     _render_export(report)
     result = report.to_dict()
@@ -488,6 +524,19 @@ def export(
         out.print(f"built {len(result['engines'])} TensorRT engines into {out_dir}/engines")
     if json_out:
         write_json(json_out, result)
+
+
+def _size_option(values: list[str] | None, *, option: str) -> Any:
+    """``--resize``/``--crop``: S or H,W each; one value for every member, several one per member."""
+    if not values:
+        return None
+    parsed: list[Any] = []
+    for text in values:
+        ints = parse_int_list(text, option=option)
+        if len(ints) not in (1, 2):
+            raise BadInputError(f"{option}: expected S or H,W, got {text!r}")
+        parsed.append(ints[0] if len(ints) == 1 else tuple(ints))
+    return parsed[0] if len(parsed) == 1 else parsed
 
 
 def _run_export_with_progress(fn: Any, models: list[str], out_dir: Path, **kwargs: Any) -> Any:
@@ -540,7 +589,9 @@ def calibrate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Held-out .npz (x, y) never used for training; the members run on it."),
+        typer.Option("--data", help="Held-out data never used for training, with labels; the members run on it, "
+                     "read in chunks: an .npz (x, y), an IDX images file (labels file beside it) or an image "
+                     "folder (one sub-folder per class, sorted names = labels)."),
     ] = None,
     logits: Annotated[
         Path | None,
@@ -557,7 +608,8 @@ def calibrate(
                                       "a prediction), ood (in or out of distribution).")] = "selective",
     tpr: Annotated[float, typer.Option("--tpr", help="Task ood: target in-distribution TPR.")] = 0.95,
     ood_data: Annotated[
-        Path | None, typer.Option("--ood-data", help="Task ood: OOD .npz, only to report FPR and AUROC.")
+        Path | None, typer.Option("--ood-data", help="Task ood: OOD data (.npz, IDX or image folder), only to "
+                                  "report FPR and AUROC.")
     ] = None,
     policy: Annotated[
         str, typer.Option("--policy", help="window (default), threshold (older single-threshold cascade), "
@@ -597,8 +649,8 @@ def calibrate(
                           "gap noise; feasible iff gap + its std <= eps (0: plain gap <= eps).")
     ] = 100,
     test: Annotated[
-        Path | None, typer.Option("--test", help="Test .npz (or logits .npz with --logits) measured with the "
-                                  "fitted thresholds, never re-fitted.")
+        Path | None, typer.Option("--test", help="Test data, as --data (or a logits .npz with --logits), measured "
+                                  "with the fitted thresholds, never re-fitted.")
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=_backend_help(auto=False))] = "onnxruntime",
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
@@ -733,20 +785,27 @@ def _print_calibration(r: dict[str, Any]) -> None:
 @app.command("run")
 def run_command(
     bundle: PolicyBundleArg,
-    data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W) and optional labels y.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Write pred, score, accept, exit_stage here (.npz).")],
+    data: Annotated[Path, typer.Option("--data", help=(
+        "Data read in chunks: an .npz with x (N, C, H, W) and optional labels y, an IDX images file (labels file "
+        "beside it), or a folder of images (class sub-folders give labels)."))],
+    out_path: Annotated[Path, typer.Option("--out", help=(
+        "Write here (.npz), one entry per row: pred (the prediction), score (its confidence score), accept "
+        "(score >= tau: the decision to act on), exit_stage (the 1-based stage the row left the cascade at); "
+        "with --probs also probs (N, K); for an image folder also files and class_names."))],
     backend: BackendOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per cascade call.")] = 256,
     threads: ThreadsOpt = None,
     strict: StrictOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    probs: Annotated[bool, typer.Option("--probs", help="Also write probs: the exit stage's ensemble "
+                                        "probabilities (N, K float32).")] = False,
 ) -> None:
-    """Run the cascade on a data file; with labels, print accuracy, coverage and risk."""
+    """Run the cascade on a data file or image folder; with labels, print accuracy, coverage and risk."""
     from wcx.runtime.cli_support import run_on_file
 
     check_outputs(json_out)
     summary = run_on_file(bundle, data, out_path, backend=backend, batch_size=batch_size,
-                          threads=threads, strict=strict)
+                          threads=threads, strict=strict, probs=probs)
     table = Table(title=f"wcx run  {bundle}  ({summary['backend']}/{summary['precision']})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -764,44 +823,120 @@ def run_command(
 @app.command("bench")
 def bench_command(
     bundle: PolicyBundleArg,
-    data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W); labels are ignored.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz with x (N, C, H, W), IDX images file or image folder "
+                                       "(images of one size); labels are ignored.")],
     batch_size: Annotated[str, typer.Option("--batch-size", help="Comma-separated batch sizes.")] = "1,32,256",
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per configuration.")] = 30,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per configuration and batch size, at "
+                                         "least.")] = 30,
+    rows: Annotated[int, typer.Option("--rows", help="Different data rows timed per batch size, at least (batch 1: "
+                                      "that many calls, one row each).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the permutation the batches are drawn from.")] = 0,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing.")] = 5,
     strict: StrictOpt = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write one row per configuration here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write one row per configuration here (every "
+                                                  "field).")] = None,
 ) -> None:
-    """Measure the cascade, the full ensemble and each member alone: latency, throughput, overhead."""
+    """Measure the cascade, the full ensemble and each member alone over many different batches:
+    median latency with its 95% CI, mean beside the expected latency, pass fractions, overhead."""
     from wcx.bundle import Bundle
-    from wcx.data import load_npz
-    from wcx.runtime.bench import benchmark
+    from wcx.runtime.bench import benchmark, timed_calls
+    from wcx.runtime.bundle_data import read_data_for
 
     sizes = parse_int_list(batch_size, option="--batch-size")
     check_outputs(json_out)
     b = Bundle.load(bundle)
-    ds = load_npz(data, sample_shape=b.sample_shape)
+    most = max((timed_calls(s, repeats, rows) * s for s in sizes if s >= 1), default=1)  # rows the bench can use
+    x = read_data_for(b, data, most)
     with _progress("benchmark") as advance:
-        rows = benchmark(b, ds.x, sizes, backend=backend, warmup=warmup, repeats=repeats, threads=threads,
-                         strict=strict, progress=advance)
-    # a light box and no wrapping: the whole table (member names included) fits 80 columns; on a
-    # narrower terminal the config column keeps its full width (min_width) and the others give way
-    table = Table(title=f"wcx bench  {bundle}  ({rows[0].backend if rows else backend})", box=box.SIMPLE_HEAD,
-                  pad_edge=False, show_edge=False)
-    config_width = max((len(r.config) for r in rows), default=0)
-    for col in ("config", "batch", "p50 ms", "p90 ms", "p99 ms", "rows/s", "pass", "overhead"):
-        table.add_column(col, justify="left" if col in ("config", "pass") else "right", no_wrap=True,
-                         min_width=config_width if col == "config" else None)
-    for r in rows:
-        table.add_row(
-            r.config, str(r.batch_size), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
-            f"{r.throughput:,.0f}", "/".join(f"{p:.2f}" for p in r.pass_fraction or []),
-            "" if r.overhead is None else f"{r.overhead:.3f}x",
-        )
-    out.print(table)
+        results = benchmark(b, x, sizes, backend=backend, warmup=warmup, repeats=repeats, rows=rows, seed=seed,
+                            threads=threads, strict=strict, progress=advance)
     if json_out:
-        write_json(json_out, [r.to_dict() for r in rows])
+        write_json(json_out, [r.to_dict() for r in results])
+    title = f"wcx bench  {bundle}  ({results[0].backend if results else backend})"
+    for renderable in bench_tables([r.to_dict() for r in results], title=title, width=out.width, json_path=json_out):
+        out.print(renderable)
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds with three significant decimals' worth of precision."""
+    if value is None:
+        return ""
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+def _fractions(values: list[float] | None) -> str:
+    """Pass fractions as ``1/0.153``: three digits, none wasted on the whole first stage."""
+    return "/".join(f"{p:.3g}" if p < 1 else "1" for p in values or [])
+
+
+#: the columns of ``wcx bench``'s tables: header, how a row's cell is made, and whether every
+#: terminal shows it (the others are shown, in this order, as far as the width allows)
+_BENCH_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str], bool], ...] = (
+    ("config", lambda r: str(r["config"]), True),
+    ("p50 ms", lambda r: _ms(r["p50_ms"]), True),
+    ("95% CI", lambda r: f"{_ms(r['p50_ci_ms'][0])}-{_ms(r['p50_ci_ms'][1])}" if r.get("p50_ci_ms") else "", True),
+    ("mean", lambda r: _ms(r.get("mean_ms")), True),
+    ("expected", lambda r: _ms(r.get("expected_ms")), True),
+    ("pass", lambda r: _fractions(r.get("pass_fraction")), True),
+    ("p90 ms", lambda r: _ms(r["p90_ms"]), False),
+    ("p99 ms", lambda r: _ms(r["p99_ms"]), False),
+    ("rows/s", lambda r: f"{r['throughput']:,.0f}", False),
+    ("overhead", lambda r: "" if r.get("overhead") is None else f"{r['overhead']:.3f}x", False),
+)
+
+
+def bench_tables(rows: list[dict[str, Any]], *, title: str, width: int, json_path: Path | None = None) -> list[Any]:
+    """What ``wcx bench`` prints for its JSON rows: a title, one table per batch size and the
+    notes, fitted to ``width`` columns without cutting anything. The first six columns (latency,
+    its CI, mean, expected, pass) are always there; p90, p99, rows/s and overhead as far as the
+    width allows, and a note says where the others are. A cell too long even then wraps."""
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    from wcx.runtime.bench import CI_LEVEL
+
+    sizes = list(dict.fromkeys(int(r["batch_size"]) for r in rows))
+    probe = Console(width=max(width, 1000))
+
+    def tables(columns: list[tuple[str, Callable[[dict[str, Any]], str], bool]]) -> list[Table]:
+        made = []
+        for size in sizes:
+            group = [r for r in rows if int(r["batch_size"]) == size]
+            caption = (f"batch {size}: {group[0].get('repeats', 0):,} timed calls on "
+                       f"{group[0].get('distinct_rows', 0):,} different rows")
+            table = Table(title=caption, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                          collapse_padding=True)
+            for header, _, _ in columns:
+                table.add_column(header, justify="left" if header in ("config", "pass") else "right",
+                                 overflow="fold")
+            for r in group:
+                table.add_row(*(cell(r) for _, cell, _ in columns))
+            made.append(table)
+        return made
+
+    def fit(columns: list[tuple[str, Callable[[dict[str, Any]], str], bool]]) -> bool:
+        return all(Measurement.get(probe, probe.options, t).maximum <= width for t in tables(columns))
+
+    columns = [c for c in _BENCH_COLUMNS if c[2]]
+    left_out = []
+    for extra in (c for c in _BENCH_COLUMNS if not c[2]):
+        trial = [c for c in _BENCH_COLUMNS if c in columns or c is extra]
+        if fit(trial):
+            columns = trial
+        else:
+            left_out.append(extra[0])
+    notes = ["p50: median latency, with its 95% confidence interval from order statistics; mean: measured mean; "
+             "expected: sum over stages of pass fraction x the stage's mean latency alone at this batch size; "
+             "pass: fraction of the rows timed that reached each stage."]
+    if any((r.get("p50_ci_coverage") or 1.0) < CI_LEVEL for r in rows):
+        notes.append("With fewer than 6 timed calls a CI is [min, max] and covers less than 95% "
+                     "(p50_ci_coverage in the JSON).")
+    if left_out:
+        where = f"{json_path} has" if json_path is not None else "--json PATH writes"
+        notes.append(f"Not shown at this width: {', '.join(left_out)}; {where} every field.")
+    return [Text(title), *tables(columns), *(Text(n) for n in notes)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -873,7 +1008,8 @@ def demo_command(
                                  "(default b3).", show_default=False)
     ] = None,
     threads: ThreadsOpt = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per latency measurement.")] = 20,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per latency measurement, at least (batch 1 "
+                                         "times 1,000 different images).")] = 20,
 ) -> None:
     """Offline demo on the bundled Fashion-MNIST zoo: a two-member window cascade calibrated at 5%
     risk with a guarantee (delta 0.1), measured on the test split and benchmarked on ONNX Runtime
@@ -898,7 +1034,9 @@ def _render_demo(result: Any) -> None:
     table = Table(
         title="wcx demo: Fashion-MNIST zoo, risk 5%, delta 0.1",
         caption=("fitted on calib, measured on test (%); bound: certified risk upper bound; MACs: expected per "
-                 "image; ms: ONNX Runtime median at batch 1 / 256; pass: share of images reaching stage 2"),
+                 "image; ms: ONNX Runtime median latency at batch 1 / 256 over at least 1,000 different test "
+                 "images, every configuration timed in the same rounds (95% CIs in results.json); pass: share of "
+                 "images reaching stage 2"),
     )
     for col in ("configuration", "coverage", "risk", "bound", "MACs", "ms@1", "ms@256", "pass"):
         table.add_column(col, justify="left" if col == "configuration" else "right")
@@ -914,8 +1052,11 @@ def _render_demo(result: Any) -> None:
     parts = [f"searched cascade vs single {c['against']}: coverage {c['coverage_points']:+.2f} points"]
     if c.get("macs_ratio") is not None:
         parts.append(f"{100 * c['macs_ratio']:.0f}% of its MACs")
-    if c.get("latency_ratio_256") is not None:
-        parts.append(f"{100 * c['latency_ratio_256']:.0f}% of its latency at batch 256")
+    for b in ("256", "1"):
+        if c.get(f"latency_ratio_{b}") is not None:
+            span = c.get(f"latency_ratio_{b}_range")
+            noise = f" (95% CIs of the medians allow {100 * span[0]:.0f}-{100 * span[1]:.0f}%)" if span else ""
+            parts.append(f"{100 * c[f'latency_ratio_{b}']:.0f}% of its median latency at batch {b}{noise}")
     out.print(", ".join(parts))
     out.print(f"bundle: {result.bundle}, plots: {result.out_dir / 'plots'}, results: {result.results} "
               f"({result.seconds:.0f} s)")

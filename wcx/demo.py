@@ -14,7 +14,11 @@ What :func:`run_demo` does (``wcx demo --out DIR`` is a thin layer over it):
    ensemble, the first member alone, and the single first-seed model of every larger size;
 4. measures latency on ONNX Runtime at batch 1 and 256 with the runtime's benchmark
    (:func:`wcx.runtime.bench.benchmark`): the cascade and the full ensemble from the cascade
-   bundle, each single model as a one-member bundle through the same cascade call;
+   bundle, each single model as a one-member bundle through the same cascade call, all in one
+   run (the same interleaved rounds on the same batches, so machine load hits them alike), over
+   at least ``images`` (1,000) different test images per batch size; each latency is a median with
+   its 95% confidence interval, and the claim's latency ratios come with the range those
+   intervals allow;
 5. writes ``DIR/results.json`` (``calibration``: the JSON of ``wcx calibrate --json``;
    ``bench``: the rows of ``wcx bench --json`` plus the ``single:<name>`` rows; ``table``: the
    rows shown) and the plots (``DIR/plots``, risk-coverage on the test split and the window
@@ -109,7 +113,7 @@ class DemoResult:
 
 def _row(label: str, config: str, members: Sequence[str], ev: dict[str, Any], bench: list[dict[str, Any]],
          bench_config: str) -> dict[str, Any]:
-    from wcx.zoo.experiment import latency
+    from wcx.zoo.experiment import latency, latency_interval
 
     return {
         "label": label,
@@ -121,6 +125,7 @@ def _row(label: str, config: str, members: Sequence[str], ev: dict[str, Any], be
         "certified": ev["certified"],
         "expected_macs": ev["expected_macs"],
         "latency_ms": {str(b): latency(bench, bench_config, b) for b in BATCH_SIZES},
+        "latency_ci_ms": {str(b): latency_interval(bench, bench_config, b) for b in BATCH_SIZES},
         "pass_fraction": ev["pass_fraction"],
         "bench_config": bench_config,
     }
@@ -133,6 +138,8 @@ def run_demo(
     threads: int | None = None,
     repeats: int = 20,
     warmup: int = 3,
+    images: int = 1000,
+    seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> DemoResult:
     """Run the demo into ``out_dir`` (created; new, empty or an earlier demo's output, whose
@@ -140,7 +147,9 @@ def run_demo(
 
     ``size``: the zoo size of the cascade's two members (default :data:`DEFAULT_SIZE`).
     ``threads``: ONNX Runtime intra-op threads (default: one per core). ``repeats``/``warmup``:
-    timed/untimed calls per benchmark configuration (fewer for a quick check, e.g. in tests).
+    timed (at least)/untimed calls per benchmark configuration and batch size (fewer for a quick
+    check, e.g. in tests); ``images``/``seed``: the benchmark times at least ``images`` different
+    test images per batch size, drawn with ``seed`` (:mod:`wcx.runtime.bench`).
     ``progress(done, total)`` is called after each step. Raises ``BadInputError`` when the zoo
     bundles are not there or the size is unknown, ``WorkFailedError`` when no threshold can
     be certified.
@@ -151,7 +160,6 @@ def run_demo(
     from wcx.zoo import split_path
     from wcx.zoo.experiment import (
         bench_cascade,
-        bench_single,
         evaluate_selective,
         load_zoo_bundle,
         make_calibrator,
@@ -161,7 +169,7 @@ def run_demo(
     )
 
     started = time.perf_counter()
-    steps = 6
+    steps = 5
     step = 0
 
     def advance() -> None:
@@ -219,15 +227,11 @@ def run_demo(
     ]
     advance()
 
-    # latency on ONNX Runtime: cascade + ensemble from the bundle, single models alone
-    bench = bench_cascade(bundle, test.x, BATCH_SIZES, repeats=repeats, warmup=warmup, threads=threads)
-    if fixed["policy"] is not None:
-        bench += [dict(r, config="cascade:window_fixed") for r in bench_cascade(
-            bundle, test.x, BATCH_SIZES, repeats=repeats, warmup=warmup, threads=threads, policy=fixed["policy"],
-        ) if r["config"] == "cascade"]
-    advance()
-    for name in [members[0], *larger]:
-        bench += bench_single(zoo, name, test.x, BATCH_SIZES, repeats=repeats, warmup=warmup, threads=threads)
+    # latency on ONNX Runtime, every configuration of the table in one run: cascade, ensemble and
+    # members from the bundle, the fixed band on the same bundle, single models alone
+    policies = {} if fixed["policy"] is None else {"window_fixed": fixed["policy"]}
+    bench = bench_cascade(bundle, test.x, BATCH_SIZES, repeats=repeats, warmup=warmup, rows=images, seed=seed,
+                          threads=threads, policies=policies, singles=(zoo, [members[0], *larger]))
     advance()
 
     t = report["test"]
@@ -253,7 +257,8 @@ def run_demo(
     payload = {
         "demo": {
             "size": size, "members": members, "larger": larger, "risk": RISK, "delta": DELTA,
-            "batch_sizes": list(BATCH_SIZES), "repeats": repeats, "warmup": warmup, "threads": threads,
+            "batch_sizes": list(BATCH_SIZES), "repeats": repeats, "warmup": warmup, "images": images, "seed": seed,
+            "threads": threads,
             "backend": "onnxruntime", "seconds": round(seconds, 1), "claim": claim,
         },
         "calibration": report,
@@ -270,10 +275,20 @@ def run_demo(
 
 def _claim(cascade: dict[str, Any], single: dict[str, Any]) -> dict[str, Any]:
     """The cascade against the next larger single model: coverage difference (points), MACs and
-    batch-256 latency as fractions of the single model's."""
+    median latency at batch 256 and 1 as fractions of the single model's.
+
+    ``latency_ratio_<b>_range`` is the range of ratios both medians' 95% confidence intervals
+    allow (cascade low / single high to cascade high / single low): a conservative interval for
+    the ratio, which says whether a difference is more than noise."""
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else a / b
+
+    def ratio_range(b: str) -> list[float] | None:
+        c, s = cascade.get("latency_ci_ms", {}).get(b), single.get("latency_ci_ms", {}).get(b)
+        if not c or not s or not s[0] or not s[1]:
+            return None
+        return [c[0] / s[1], c[1] / s[0]]
 
     return {
         "against": single["members"][0],
@@ -281,6 +296,8 @@ def _claim(cascade: dict[str, Any], single: dict[str, Any]) -> dict[str, Any]:
         "macs_ratio": ratio(cascade["expected_macs"], single["expected_macs"]),
         "latency_ratio_256": ratio(cascade["latency_ms"]["256"], single["latency_ms"]["256"]),
         "latency_ratio_1": ratio(cascade["latency_ms"]["1"], single["latency_ms"]["1"]),
+        "latency_ratio_256_range": ratio_range("256"),
+        "latency_ratio_1_range": ratio_range("1"),
     }
 
 

@@ -54,7 +54,7 @@ def test_run_calls_the_library_once(policy_bundle: Bundle, data_file: Path, tmp_
                                    "--strict"])
     assert res.exit_code == 0, res.output
     assert calls == [(policy_bundle.path, data_file, tmp_path / "p.npz",
-                      {"backend": "onnxruntime", "batch_size": 256, "threads": 1, "strict": True})]
+                      {"backend": "onnxruntime", "batch_size": 256, "threads": 1, "strict": True, "probs": False})]
 
 
 def test_run_bad_input_exit_2(policy_bundle: Bundle, mlp_bundle: Bundle, tmp_path: Path, data_file: Path) -> None:
@@ -84,7 +84,7 @@ def test_run_bad_input_exit_2(policy_bundle: Bundle, mlp_bundle: Bundle, tmp_pat
 def test_bench_json_rows(policy_bundle: Bundle, data_file: Path, tmp_path: Path) -> None:
     js = tmp_path / "bench.json"
     res = CliRunner().invoke(app, ["bench", str(policy_bundle.path), "--data", str(data_file),
-                                   "--batch-size", "1,64", "--repeats", "3", "--warmup", "1",
+                                   "--batch-size", "1,64", "--repeats", "3", "--warmup", "1", "--rows", "200",
                                    "--threads", "1", "--json", str(js)])
     assert res.exit_code == 0, res.output
     assert "…" not in res.output and "member:m1" in res.output  # nothing cut on an 80-column terminal
@@ -96,7 +96,11 @@ def test_bench_json_rows(policy_bundle: Bundle, data_file: Path, tmp_path: Path)
     for r in rows:
         assert r["p50_ms"] > 0 and r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput"] > 0
         assert r["pass_fraction"][0] == 1.0
+        assert r["p50_ci_ms"][0] <= r["p50_ms"] <= r["p50_ci_ms"][1] and r["mean_ms"] > 0
     cascade = rows[4]
-    assert len(cascade["pass_fraction"]) == 2 and cascade["overhead"] > 0
-    assert cascade["stage_rows"][0] == 64 and cascade["floor_ms"] > 0
+    assert len(cascade["pass_fraction"]) == 2 and cascade["overhead"] > 0 and cascade["expected_ms"] > 0
+    assert cascade["repeats"] == 4 and cascade["stage_rows"][0] == cascade["rows_timed"] == 256
+    assert cascade["floor_ms"] > 0
+    assert cascade["pass_fraction"][1] == cascade["stage_rows"][1] / 256
+    assert rows[0]["repeats"] == 200 and rows[0]["distinct_rows"] == 120  # the data has 120 rows
     assert rows[5]["pass_fraction"] == [1.0, 1.0]

@@ -13,7 +13,9 @@ at once. An entry is keyed by
 * the rows per member call (how rows are batched can change the last bits of the logits).
 
 Each entry stores the sha256 of its logits and is checked on read: a damaged or edited entry
-(or one of the wrong shape) is ignored and recomputed, never trusted. Entries are written
+(or one of the wrong shape) is ignored and recomputed, never trusted. An entry may also hold the
+labels read with the logits (data whose labels are known only once it is read: an iterable of
+batches), with their own sha256. Entries are written
 atomically. The cache directory is ``$WCX_CACHE_DIR`` when set, else the platform's user cache
 (``$XDG_CACHE_HOME/wcx`` or ``~/.cache/wcx`` on Linux, ``~/Library/Caches/wcx`` on macOS,
 ``%LOCALAPPDATA%\\wcx\\Cache`` on Windows), in its ``logits`` folder. A cache that cannot be
@@ -29,6 +31,7 @@ import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,9 +78,10 @@ def entry_path(key: str) -> Path:
     return cache_dir() / f"{key}.npz"
 
 
-def read_entry(key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+def read_entry(key: str, shape: tuple[int | None, ...]) -> np.ndarray | None:
     """The cached logits of ``key`` when an entry exists, is intact (its stored sha256 matches)
-    and has ``shape``; None otherwise (the caller recomputes and overwrites it)."""
+    and has ``shape`` (a None dimension matches any size); None otherwise (the caller recomputes
+    and overwrites it)."""
     path = entry_path(key)
     if not path.is_file():
         return None
@@ -88,7 +92,9 @@ def read_entry(key: str, shape: tuple[int, ...]) -> np.ndarray | None:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         log.info("logits cache entry %s is unreadable; recomputing", path)
         return None
-    if stored_key != key or logits.dtype != np.float32 or tuple(logits.shape) != tuple(shape):
+    same_shape = len(logits.shape) == len(shape) and all(
+        want is None or int(have) == want for have, want in zip(logits.shape, shape, strict=True))
+    if stored_key != key or logits.dtype != np.float32 or not same_shape:
         log.info("logits cache entry %s is not for this data and these members; recomputing", path)
         return None
     if _digest(logits) != stored_sha:
@@ -97,14 +103,37 @@ def read_entry(key: str, shape: tuple[int, ...]) -> np.ndarray | None:
     return logits
 
 
-def write_entry(key: str, logits: np.ndarray) -> Path | None:
-    """Store ``logits`` under ``key`` atomically with their sha256; returns the entry, or None
-    (with one warning per directory) when the cache cannot be written."""
+def read_labels(key: str, n: int) -> np.ndarray | None:
+    """The labels stored in the entry of ``key`` (int64, ``n`` of them) when it holds intact ones;
+    None otherwise."""
+    path = entry_path(key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            if "y" not in entry.files or str(entry["key"]) != key:
+                return None
+            y: np.ndarray = entry["y"]
+            stored_sha = str(entry["y_sha256"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if y.dtype != np.int64 or y.shape != (n,) or _digest(y) != stored_sha:
+        return None
+    return y
+
+
+def write_entry(key: str, logits: np.ndarray, labels: np.ndarray | None = None) -> Path | None:
+    """Store ``logits`` (and ``labels``) under ``key`` atomically with their sha256; returns the
+    entry, or None (with one warning per directory) when the cache cannot be written."""
     path = entry_path(key)
     logits = np.ascontiguousarray(logits, dtype=np.float32)
+    extra: dict[str, Any] = {}
+    if labels is not None:
+        y = np.ascontiguousarray(labels, dtype=np.int64)
+        extra = {"y": y, "y_sha256": np.array(_digest(y))}
     try:
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, logits=logits, key=np.array(key), sha256=np.array(_digest(logits)))
+            np.savez(fh, logits=logits, key=np.array(key), sha256=np.array(_digest(logits)), **extra)
     except (OSError, WcxError) as exc:
         where = str(path.parent)
         if where not in _warned:

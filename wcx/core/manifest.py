@@ -24,13 +24,22 @@ them on load (:mod:`wcx.bundle`).
     {"name": "m0", "file": "members/m0.onnx", "sha256": "<64 hex>", "precision": "fp32|fp16|int8",
      "input": InputSection, "output_name": "logits", "num_classes": 10, "macs": 123456,
      "torch_source": null | {"callable": "pkg.mod:fn", "file": "members/m0.safetensors", "sha256": "..."},
-     "export_report": {...}}
+     "export_report": {...},
+     "quantization": null | {"reduce_range": false, "calibration": "percentile", "samples": 1024}}
+
+``quantization`` (INT8 members; :class:`QuantizationSection`): ``reduce_range`` true means
+weights in [-64, 64] ("7 bits", for ONNX Runtime on x86 CPUs without VNNI), false the full
+[-127, 127]; ``calibration`` is the INT8 calibration method of the activation ranges and
+``samples`` the inputs it saw. A member written before the field existed has it read from its
+``export_report`` (``checks.int8.quantization``), or null when that says nothing.
 
 **Input section** (what a member expects and how a raw batch becomes its input)::
 
     {"name": "input", "dtype": "float32", "layout": "NCHW", "shape": [C, H, W],
      "value_range": [0.0, 1.0], "normalized": false, "mean": [...], "std": [...],
-     "resize": null, "crop": null}
+     "resize": null | {"size": [H, W] | null, "shorter_side": S | null,
+                       "interpolation": "bilinear", "implementation": "pillow"},
+     "crop": null | {"kind": "center", "size": [H, W]}}
 
 ``name``/``dtype``: the graph's input. ``value_range``: the range raw float inputs must lie in
 (the input contract: a batch outside it is refused, :mod:`wcx.core.preprocess`); a raw uint8
@@ -38,9 +47,17 @@ batch is divided by 255 into it. Then ``(x - mean) / std`` per channel. ``normal
 declares data that arrives already normalised: the raw float input is what the member takes
 (no scaling, no mean/std, so ``mean`` must be 0 and ``std`` 1, and uint8 is refused), checked
 against its own ``value_range``; absent means false (what version 2 manifests written before
-the field existed mean). ``resize``/``crop`` are reserved for members at other resolutions and
-must be null here. Members of one bundle share the preprocessing (everything but ``name`` and
-``dtype``).
+the field existed mean).
+
+``resize``/``crop`` (null in bundles without them, which take (N, C, H, W) batches as they are)
+make the member take *raw frames*: uint8 images of any size, each resized (:class:`Resize`:
+to ``size`` exactly, or its shorter side to ``shorter_side`` keeping the aspect ratio, as
+torchvision's ``Resize``) and then center-cropped (:class:`CenterCrop`) to the member's
+``[H, W]``, before the scaling and mean/std above (:mod:`wcx.core.frames`). ``implementation``
+names the library that resamples; with the interpolation it is part of the provenance
+identity. Members of one bundle share the preprocessing (everything but ``name`` and
+``dtype``), except that members which all prepare frames may differ (other resolutions, other
+mean/std): each makes its own input from the same raw frame.
 
 **Policy**: ``{"kind", "task", "score", ...the policy's own fields..., "tau"}``; see
 :mod:`wcx.core.policy` for the kinds and the meaning of ``null`` bounds and ``[]`` (an empty
@@ -79,6 +96,10 @@ READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INPUT_DTYPES: tuple[str, ...] = ("float32", "float16", "uint8")
 LAYOUTS: tuple[str, ...] = ("NCHW",)
+#: resampling filters a frame may be resized with (Pillow's filters of the same names)
+INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+#: libraries that may resample frames; the name is part of the provenance identity
+RESIZE_IMPLEMENTATIONS: tuple[str, ...] = ("pillow",)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 T = TypeVar("T")
@@ -141,6 +162,92 @@ def _numbers(value: Any, what: str, where: str, *, positive: bool = False) -> tu
 # -------------------------------------------------------------------------------------------
 # input and member
 # -------------------------------------------------------------------------------------------
+def _size_pair(value: Any, what: str, where: str) -> tuple[int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise BadInputError(f"{where}: {what} must be [H, W] of positive integers, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How a raw frame is resized: to ``size`` (H, W) exactly, or so that its shorter side
+    becomes ``shorter_side`` with the aspect ratio kept (the longer side rounded down, as
+    torchvision's ``Resize(S)``); exactly one of the two is set. ``interpolation`` is one of
+    :data:`INTERPOLATIONS`, ``implementation`` the library that resamples
+    (:data:`RESIZE_IMPLEMENTATIONS`)."""
+
+    size: tuple[int, int] | None = None
+    shorter_side: int | None = None
+    interpolation: str = "bilinear"
+    implementation: str = "pillow"
+
+    def __post_init__(self) -> None:
+        where = "resize"
+        if (self.size is None) == (self.shorter_side is None):
+            raise BadInputError(f"{where}: give exactly one of size [H, W] and shorter_side")
+        if self.size is not None:
+            _size_pair(self.size, "size", where)
+        if self.shorter_side is not None and (isinstance(self.shorter_side, bool)
+                                              or not isinstance(self.shorter_side, int) or self.shorter_side < 1):
+            raise BadInputError(f"{where}: shorter_side must be a positive integer, got {self.shorter_side!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise BadInputError(f"{where}: interpolation {self.interpolation!r} is not one of "
+                                f"{', '.join(INTERPOLATIONS)}")
+        if self.implementation not in RESIZE_IMPLEMENTATIONS:
+            raise BadInputError(f"{where}: implementation {self.implementation!r} is not one of "
+                                f"{', '.join(RESIZE_IMPLEMENTATIONS)}")
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of a ``height`` x ``width`` frame after this resize."""
+        if self.size is not None:
+            return self.size
+        assert self.shorter_side is not None
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shorter_side, int(self.shorter_side * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": None if self.size is None else list(self.size), "shorter_side": self.shorter_side,
+                "interpolation": self.interpolation, "implementation": self.implementation}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str) -> Resize:
+        if not isinstance(d, Mapping):
+            raise BadInputError(f"{where}: input 'resize' must be an object or null, got {d!r}")
+        size = d.get("size")
+        try:
+            return cls(size=None if size is None else _size_pair(size, "resize size", where),
+                       shorter_side=d.get("shorter_side"),
+                       interpolation=_get(d, "interpolation", str, where, optional=True, default="bilinear"),
+                       implementation=_get(d, "implementation", str, where, optional=True, default="pillow"))
+        except BadInputError as exc:
+            raise BadInputError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The centre ``size`` (H, W) of a frame, as torchvision's ``CenterCrop`` (a frame smaller
+    than that is padded with zeros first, evenly on both sides)."""
+
+    size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        _size_pair(self.size, "crop size", "crop")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "center", "size": list(self.size)}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str) -> CenterCrop:
+        if not isinstance(d, Mapping):
+            raise BadInputError(f"{where}: input 'crop' must be an object or null, got {d!r}")
+        kind = _get(d, "kind", str, where, optional=True, default="center")
+        if kind != "center":
+            raise BadInputError(f"{where}: crop kind {kind!r} is not supported (supported: center)")
+        return cls(size=_size_pair(d.get("size"), "crop size", where))
+
+
 @dataclass(frozen=True)
 class InputSection:
     """What a member takes and how a raw batch is turned into it (module docstring)."""
@@ -153,8 +260,8 @@ class InputSection:
     layout: str = "NCHW"
     value_range: tuple[float, float] = (0.0, 1.0)
     normalized: bool = False
-    resize: None = None
-    crop: None = None
+    resize: Resize | None = None
+    crop: CenterCrop | None = None
 
     def __post_init__(self) -> None:
         where = f"input section of {self.name!r}"
@@ -178,12 +285,30 @@ class InputSection:
         if self.normalized and (any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)):
             raise BadInputError(f"{where}: normalized inputs take no mean/std (they arrive already normalised); "
                                 f"mean must be 0 and std 1, got {list(self.mean)} and {list(self.std)}")
-        if self.resize is not None or self.crop is not None:
-            raise BadInputError(f"{where}: resize/crop preprocessing is not supported by this wcx version")
+        if self.resize is not None and not isinstance(self.resize, Resize):
+            raise BadInputError(f"{where}: resize must be a Resize or null, got {self.resize!r}")
+        if self.crop is not None and not isinstance(self.crop, CenterCrop):
+            raise BadInputError(f"{where}: crop must be a CenterCrop or null, got {self.crop!r}")
+        if self.prepares_frames:
+            if self.normalized:
+                raise BadInputError(f"{where}: resize/crop take uint8 frames, which already-normalised inputs are "
+                                    "not")
+            size = (int(self.shape[1]), int(self.shape[2]))
+            if self.crop is not None and self.crop.size != size:
+                raise BadInputError(f"{where}: crop size {list(self.crop.size)} is not the input's [H, W] "
+                                    f"{list(size)}")
+            if self.crop is None and self.resize is not None and self.resize.size != size:
+                raise BadInputError(f"{where}: without a crop, resize must give the input's [H, W] {list(size)} "
+                                    "exactly (a shorter-side resize needs a crop)")
 
     @property
     def channels(self) -> int:
         return int(self.shape[0])
+
+    @property
+    def prepares_frames(self) -> bool:
+        """Whether the member takes raw frames of any size (it resizes or crops them)."""
+        return self.resize is not None or self.crop is not None
 
     def preprocessing(self) -> dict[str, Any]:
         """The fields that decide the numbers a member sees (all but ``name`` and ``dtype``)."""
@@ -194,7 +319,9 @@ class InputSection:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "layout": self.layout, "shape": [int(d) for d in self.shape],
                 "value_range": [float(v) for v in self.value_range], "normalized": self.normalized,
-                "mean": list(self.mean), "std": list(self.std), "resize": self.resize, "crop": self.crop}
+                "mean": list(self.mean), "std": list(self.std),
+                "resize": None if self.resize is None else self.resize.to_dict(),
+                "crop": None if self.crop is None else self.crop.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Any, *, where: str) -> InputSection:
@@ -213,7 +340,8 @@ class InputSection:
             layout=_get(d, "layout", str, where, optional=True, default="NCHW"),
             value_range=(value_range[0], value_range[1]),
             normalized=_get(d, "normalized", bool, where, optional=True, default=False),
-            resize=d.get("resize"), crop=d.get("crop"),
+            resize=None if d.get("resize") is None else Resize.from_dict(d["resize"], where=where),
+            crop=None if d.get("crop") is None else CenterCrop.from_dict(d["crop"], where=where),
         )
 
 
@@ -243,6 +371,43 @@ class TorchSource:
 
 
 @dataclass(frozen=True)
+class QuantizationSection:
+    """How an INT8 member was quantized (module docstring; made by :mod:`wcx.export.precision`)."""
+
+    reduce_range: bool
+    calibration: str
+    samples: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reduce_range": self.reduce_range, "calibration": self.calibration, "samples": self.samples}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str) -> QuantizationSection:
+        if not isinstance(d, Mapping):
+            raise BadInputError(f"{where}: 'quantization' must be an object or null")
+        samples = _get(d, "samples", int, where, optional=True)
+        if samples is not None and samples < 1:
+            raise BadInputError(f"{where}: quantization 'samples' must be positive, got {samples}")
+        return cls(reduce_range=_get(d, "reduce_range", bool, where),
+                   calibration=_get(d, "calibration", str, where), samples=samples)
+
+    @classmethod
+    def from_export_report(cls, report: Mapping[str, Any]) -> QuantizationSection | None:
+        """What an export report written before the field existed says (None: nothing, or
+        nothing readable); its ``calibrate_method`` is onnxruntime's name, e.g. ``MinMax``."""
+        checks = report.get("checks")
+        int8 = checks.get("int8") if isinstance(checks, Mapping) else None
+        options = int8.get("quantization") if isinstance(int8, Mapping) else None
+        if not isinstance(options, Mapping) or not isinstance(options.get("reduce_range"), bool):
+            return None
+        method = options.get("calibrate_method", "MinMax")
+        samples = options.get("calibration_samples")
+        return cls(reduce_range=options["reduce_range"], calibration=str(method).lower(),
+                   samples=samples if isinstance(samples, int) and not isinstance(samples, bool) and samples > 0
+                   else None)
+
+
+@dataclass(frozen=True)
 class MemberSection:
     """One ensemble member (one cascade stage) as the manifest records it."""
 
@@ -256,6 +421,7 @@ class MemberSection:
     macs: int
     torch_source: TorchSource | None = None
     export_report: Mapping[str, Any] = field(default_factory=dict)
+    quantization: QuantizationSection | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -268,6 +434,7 @@ class MemberSection:
             "input": self.input.to_dict(), "output_name": self.output_name, "num_classes": self.num_classes,
             "macs": self.macs, "torch_source": None if self.torch_source is None else self.torch_source.to_dict(),
             "export_report": dict(self.export_report),
+            "quantization": None if self.quantization is None else self.quantization.to_dict(),
         }
 
     @classmethod
@@ -287,12 +454,17 @@ class MemberSection:
         report = d.get("export_report") or {}
         if not isinstance(report, Mapping):
             raise BadInputError(f"{here}: 'export_report' must be an object")
+        quantization = None
+        if d.get("quantization") is not None:
+            quantization = QuantizationSection.from_dict(d["quantization"], where=here)
+        elif precision == "int8":
+            quantization = QuantizationSection.from_export_report(report)
         return cls(
             name=name, file=_get(d, "file", str, here), sha256=_sha256(d, "sha256", here), precision=precision,
             input=InputSection.from_dict(d.get("input"), where=here), output_name=_get(d, "output_name", str, here),
             num_classes=num_classes, macs=macs,
             torch_source=None if torch_source is None else TorchSource.from_dict(torch_source, where=here),
-            export_report=dict(report),
+            export_report=dict(report), quantization=quantization,
         )
 
 
@@ -370,7 +542,8 @@ class CalibrationSection:
     rate at tau on the held-out data, ``mode`` ``empirical`` or ``guaranteed``, ``certified``
     whether Learn-then-Test passed. ``target_fields`` holds what a task adds (OOD:
     ``tpr_target``, ``tpr``, ``tpr_lower_bound``). ``backend``/``precision`` repeat the
-    provenance's for readers of the JSON.
+    provenance's for readers of the JSON. ``class_names``: the class of each label, when the
+    held-out data named them (an image folder's sorted subfolders); absent otherwise.
     """
 
     provenance: Provenance
@@ -397,6 +570,7 @@ class CalibrationSection:
     n_boot: int | None = None
     stage_taus: tuple[float | None, ...] | None = None
     target_fields: Mapping[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
 
     @property
     def backend(self) -> str:
@@ -412,6 +586,8 @@ class CalibrationSection:
             value = getattr(self, key)
             d[key] = list(value) if isinstance(value, tuple) else value
         d.update(self.target_fields)
+        if self.class_names is not None:  # written only by calibrations on data that names its classes
+            d["class_names"] = list(self.class_names)
         d["provenance"] = self.provenance.to_dict()
         return d
 
@@ -430,7 +606,11 @@ class CalibrationSection:
         stage_taus = d.get("stage_taus")
         if stage_taus is not None and not isinstance(stage_taus, list):
             raise BadInputError(f"{where}: 'stage_taus' must be a list or null")
-        known = set(CALIBRATION_FIELDS) | {"provenance"}
+        known = set(CALIBRATION_FIELDS) | {"provenance", "class_names"}
+        class_names = d.get("class_names")
+        if class_names is not None and (not isinstance(class_names, list)
+                                        or not all(isinstance(c, str) for c in class_names)):
+            raise BadInputError(f"{where}: 'class_names' must be a list of strings or null")
         return cls(
             provenance=provenance, task=_get(d, "task", str, where), score=_get(d, "score", str, where),
             policy=_get(d, "policy", str, where), risk=float(_number(d, "risk", where) or 0.0), mode=mode,
@@ -452,6 +632,7 @@ class CalibrationSection:
             stage_taus=None if stage_taus is None else tuple(
                 None if t is None else float(t) for t in stage_taus),
             target_fields={k: v for k, v in d.items() if k not in known},
+            class_names=None if class_names is None else tuple(class_names),
         )
 
 
@@ -655,8 +836,14 @@ class Manifest:
 
     @property
     def input(self) -> InputSection:
-        """Stage 1's input section (all members share its preprocessing)."""
+        """Stage 1's input section (the members' shared one, unless :attr:`takes_frames`)."""
         return self.members[0].input
+
+    @property
+    def takes_frames(self) -> bool:
+        """Whether the members take raw frames (they resize or crop them, each to its own input):
+        a batch (N, C, H, W) is then N uint8 frames of any one size."""
+        return any(m.input.prepares_frames for m in self.members)
 
     def with_sections(self, **sections: Any) -> Manifest:
         """A copy with ``policy``, ``calibration``, ``engines`` or ``export`` replaced; each given
@@ -684,12 +871,15 @@ class Manifest:
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise BadInputError(f"member names are not unique: {names}")
+        own_inputs = all(m.input.prepares_frames for m in self.members)  # each makes its input from a frame
         for m in self.members[1:]:
-            if m.sample_shape != first.sample_shape:
+            if m.sample_shape != first.sample_shape and not own_inputs:
                 raise BadInputError(f"members {first.name!r} and {m.name!r} have different input shapes "
-                                    f"{first.sample_shape} and {m.sample_shape} (one shape per bundle)")
-            if m.input.preprocessing() != first.input.preprocessing():
-                raise BadInputError(f"members {first.name!r} and {m.name!r} use different preprocessing")
+                                    f"{first.sample_shape} and {m.sample_shape} (one shape per bundle, unless "
+                                    "every member resizes or crops raw frames)")
+            if m.input.preprocessing() != first.input.preprocessing() and not own_inputs:
+                raise BadInputError(f"members {first.name!r} and {m.name!r} use different preprocessing (allowed "
+                                    "only when every member resizes or crops raw frames)")
             if m.num_classes != first.num_classes:
                 raise BadInputError(f"members {first.name!r} and {m.name!r} have different class counts")
 

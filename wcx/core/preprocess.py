@@ -13,6 +13,12 @@ A batch ``x`` (N, C, H, W) is turned into a member's input as its input section 
 A section with ``normalized`` set takes data that arrives already normalised: floats only, in
 its own ``value_range``, passed on unchanged (no scaling, no mean/std).
 
+A section that resizes or crops takes *raw frames* (uint8 images of any size,
+:mod:`wcx.core.frames`): :meth:`Preprocessor.frames` resizes and crops them to the member's
+(C, H, W) first, then applies the two steps above. :class:`MemberInputs` prepares one raw batch
+for every member of a bundle, once per distinct input section (members at different
+resolutions each get their own input from the same frames).
+
 The range check is one min/max pass over the batch (on torch it runs on the tensor's device,
 one small copy to the host); a slack of :data:`RANGE_SLACK` of the range's width lets through the
 rounding of a user's own scaling (``x / 255`` and the like).
@@ -29,12 +35,15 @@ bus).
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from wcx.core.arrays import Array, is_torch
+from wcx.core.frames import frames_of, frames_to_input
 from wcx.core.manifest import InputSection
 from wcx.errors import BadInputError
 
@@ -100,6 +109,14 @@ class Preprocessor:
             xf = xf.contiguous(memory_format=torch.channels_last)
         return xf
 
+    def frames(self, frames: Iterable[Any], *, where: str = "input", names: Sequence[str] | None = None,
+               channel_order: str = "RGB") -> np.ndarray:
+        """Raw frames (uint8 (H, W[, C]) images, :mod:`wcx.core.frames`) resized and cropped as
+        the section says, then preprocessed: float32 (N, C, H, W) on the host."""
+        x = frames_to_input(self.section, frames, where=where, names=names, channel_order=channel_order)
+        out: np.ndarray = self(x, where=where)
+        return out
+
     def check_range(self, x: Array, *, where: str = "input") -> None:
         """Refuse a float batch outside the section's value range (the input contract), naming
         the observed min/max and the likely cause."""
@@ -146,3 +163,38 @@ class Preprocessor:
 
             self._constants[key] = (torch.from_numpy(self.mean).to(x.device), torch.from_numpy(self.std).to(x.device))
         return self._constants[key]
+
+
+def section_key(section: InputSection) -> str:
+    """A key equal for input sections that give the same numbers (all but name and dtype)."""
+    return json.dumps(section.preprocessing(), sort_keys=True)
+
+
+class MemberInputs:
+    """Every member's input from one raw batch, on the host (calibration, the export checks).
+
+    ``sections`` are the members' input sections in stage order. A raw batch is an (N, C, H, W)
+    array, or a list of frames (:mod:`wcx.core.frames`). When no section resizes or crops and
+    the batch is an array, it is preprocessed once for all members (they share one section);
+    otherwise each distinct section prepares its own input from the frames (an array batch is
+    then N uint8 frames). Members with equal sections get the same array object.
+    """
+
+    def __init__(self, sections: Sequence[InputSection]) -> None:
+        if not sections:
+            raise BadInputError("no input sections")
+        self.sections = list(sections)
+        self.takes_frames = any(s.prepares_frames for s in self.sections)
+        self._keys = [section_key(s) for s in self.sections]
+        self._pre = {k: Preprocessor(s) for k, s in zip(self._keys, self.sections, strict=True)}
+
+    def __call__(self, x: np.ndarray | Sequence[Any], *, where: str = "input",
+                 names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """One float32 (N, C, H, W) input per member (``names`` name the frames in errors)."""
+        frames: Any
+        if isinstance(x, np.ndarray) and not self.takes_frames:
+            prepared = {k: pre(x, where=where) for k, pre in self._pre.items()}
+        else:
+            frames = frames_of(x) if isinstance(x, np.ndarray) and x.ndim == 4 else x
+            prepared = {k: pre.frames(frames, where=where, names=names) for k, pre in self._pre.items()}
+        return [prepared[k] for k in self._keys]

@@ -11,11 +11,14 @@ For every member, in the order given (stage 1 first):
    absolute for logits up to 1 and relative to the largest logit beyond that (the default
    1e-4 is about 800 float32 ulps at 1.0).
 3. Precision: FP16 by graph conversion, INT8 by symmetric Q/DQ with ranges from the INT8
-   calibration part of ``calib_data`` (:mod:`wcx.export.precision`). The reduced graph is
+   calibration part of ``calib_data`` (:mod:`wcx.export.precision`; at most
+   ``max_calib_samples`` of it, drawn at random with ``seed``). The reduced graph is
    compared with the FP32 graph on ONNX Runtime: FP16 on the random inputs and the data, INT8 on
    data *not* used for its ranges (``eval_data``, or a random ``holdout_fraction`` of
-   ``calib_data`` held back). Top-1 agreement below ``fp16_min_agreement`` /
-   ``int8_min_agreement`` fails the export; accuracy of both is reported when labels exist.
+   ``calib_data`` held back). Top-1 agreement below ``fp16_min_agreement`` fails the export at
+   once; below ``int8_min_agreement`` after every member has been measured, with one message
+   that gives each member's agreement and the remedies (:func:`int8_refusal`). Accuracy of both
+   is reported when labels exist.
 4. MACs per sample from the FP32 graph (:mod:`wcx.export.macs`).
 5. For a ``pkg.mod:fn`` member, its ``state_dict`` is saved with safetensors as
    ``members/<name>.safetensors`` and recorded as ``torch_source`` so the torch runtime backend
@@ -38,15 +41,22 @@ import numpy as np
 
 from wcx.atomic import scratch_directory
 from wcx.bundle import check_replaceable, sha256_file, write_bundle
-from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, TorchSource
+from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, QuantizationSection, TorchSource
+from wcx.core.preprocess import section_key
 from wcx.data import Dataset, load_npz
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
-from wcx.export.inputs import input_section, prepare, random_inputs
+from wcx.export.inputs import input_sections, prepare, random_inputs
 from wcx.export.macs import count_macs
 from wcx.export.model_source import ModelSource, classify_model, default_name, resolve_model
 from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
 from wcx.export.parity import Agreement, compare_logits, run_onnx, run_torch
-from wcx.export.precision import convert_to_fp16, quantize_int8
+from wcx.export.precision import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
+    check_calibration_method,
+    convert_to_fp16,
+    quantize_int8,
+)
 from wcx.version import __version__
 
 log = logging.getLogger(__name__)
@@ -134,6 +144,7 @@ class _CheckData:
     int8_eval: np.ndarray | None
     int8_eval_labels: np.ndarray | None
     int8_eval_source: str | None
+    int8_range_pool: int = 0  # inputs the range sample was drawn from
 
 
 def _versions() -> dict[str, str | None]:
@@ -165,7 +176,7 @@ def _check_names(names: Sequence[str] | None, sources: Sequence[str], defaults: 
     return names
 
 
-def _load_data(data: str | Path | Dataset | None, sample_shape: tuple[int, ...]) -> Dataset | None:
+def _load_data(data: str | Path | Dataset | None, sample_shape: tuple[int, ...] | None) -> Dataset | None:
     if data is None:
         return None
     if isinstance(data, Dataset):
@@ -203,6 +214,7 @@ def _prepare_checks(
         labels = np.concatenate([d.y for d in parts])
     ranges = int8_eval = int8_labels = None
     source = None
+    pool = 0
     if precision == "int8":
         if calib is None:
             raise BadInputError("precision int8 needs calib_data (held-out inputs for the INT8 ranges)")
@@ -232,10 +244,15 @@ def _prepare_checks(
                 f"{evald.path if evald else calib.path}: {len(int8_eval)} inputs are too few for the "
                 f"INT8 agreement check (needs at least {MIN_INT8_EVAL})"
             )
-        range_idx = range_idx[:max_calib_samples]
+        pool = len(range_idx)
+        if len(range_idx) > max_calib_samples:
+            # a seeded random sample, not the first rows: files are often sorted by class
+            keep = np.random.default_rng([seed, 1]).choice(len(range_idx), max_calib_samples, replace=False)
+            range_idx = range_idx[np.sort(keep)]
         ranges = prepare(calib.x[range_idx], section)
     return _CheckData(random=rand, data=data, data_labels=labels, int8_ranges=ranges,
-                      int8_eval=int8_eval, int8_eval_labels=int8_labels, int8_eval_source=source)
+                      int8_eval=int8_eval, int8_eval_labels=int8_labels, int8_eval_source=source,
+                      int8_range_pool=pool)
 
 
 def _save_weights(module: Any, path: Path) -> None:
@@ -279,6 +296,32 @@ def _record_check(report_checks: dict[str, Any], key: str, entry: dict[str, Any]
         raise WorkFailedError(failure)
 
 
+def int8_refusal(reports: Sequence[MemberReport], *, minimum: float, calibration: str, reduce_range: bool,
+                 range_samples: int, calib_inputs: int) -> str:
+    """The one-line refusal of an INT8 export: every member's top-1 agreement with FP32 (those
+    below ``minimum`` marked) and what to try instead, as ``export_bundle`` parameters."""
+    agreements = [(r.name, r.checks["int8"]["eval"]) for r in reports]
+    failed = [name for name, a in agreements if a["top1_agreement"] < minimum]
+    n = agreements[0][1]["n"]
+    listed = ", ".join(f"{name!r} {a['top1_agreement']:.2%}" + (" (below)" if name in failed else "")
+                       for name, a in agreements)
+    others = " or ".join(f"int8_calibration={m}" for m in CALIBRATION_METHODS if m != calibration)
+    remedies = [f"another INT8 calibration method ({others}; this export used {calibration})"]
+    if reduce_range:
+        remedies.append("full 8-bit weights (int8_reduce_range=False; fine on TensorRT and x86 CPUs with VNNI)")
+    else:
+        remedies.append("7-bit weights (int8_reduce_range=True; helps where ONNX Runtime's INT8 kernels "
+                        "saturate: x86 CPUs without VNNI)")
+    if range_samples < calib_inputs:
+        remedies.append(f"more calibration inputs (max_calib_samples={calib_inputs}; {range_samples} of "
+                        f"{calib_inputs} were used)")
+    else:
+        remedies.append(f"more calibration data (calib_data; all {calib_inputs} inputs were used)")
+    remedies.append("precision=fp16")
+    return (f"INT8 top-1 agreement with FP32 is below {minimum:.2%} for {len(failed)} of {len(agreements)} "
+            f"members on {n} held-out inputs: {listed}; try {', '.join(remedies[:-1])}, or {remedies[-1]}")
+
+
 def _agreement_failure(name: str, precision: str, judged: Agreement, minimum: float, inputs: str) -> str:
     """The error message of a failed top-1 agreement check against FP32."""
     return (f"member {name!r}: {precision} top-1 agreement with FP32 is {judged.top1_agreement:.2%} on "
@@ -298,8 +341,12 @@ def _build_member(
     tolerances: Tolerances,
     chunk: int,
     int8_reduce_range: bool,
+    int8_calibration: str,
 ) -> tuple[MemberReport, Path, Path | None, str, str]:
-    """Build one member in ``workdir``; returns (report, onnx file, weights file, in, out names)."""
+    """Build one member in ``workdir``; returns (report, onnx file, weights file, in, out names).
+
+    A failed INT8 agreement check does not raise here: its report says ``passed: false`` and
+    ``export_bundle`` refuses once every member is measured."""
     start = time.perf_counter()
     fp32_path = workdir / f"{name}.fp32.onnx"
     exporter: str | None = None
@@ -368,13 +415,13 @@ def _build_member(
         assert checks.int8_ranges is not None and checks.int8_eval is not None
         final_path = workdir / f"{name}.int8.onnx"
         options = quantize_int8(fp32_path, final_path, checks.int8_ranges, input_name=sig.input_name,
-                                reduce_range=int8_reduce_range)
+                                reduce_range=int8_reduce_range, calibration_method=int8_calibration)
         ref_eval = run_onnx(fp32_path, checks.int8_eval, chunk=chunk)
         a_eval = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk),
                                 checks.int8_eval_labels)
         a_sim = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk, optimize=False),
                                checks.int8_eval_labels)
-        _record_check(report_checks, "int8", {
+        report_checks["int8"] = {
             "compares": "INT8 (Q/DQ) ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
             "eval": a_eval.to_dict(),
             "eval_simulated": a_sim.to_dict(),
@@ -386,7 +433,8 @@ def _build_member(
             "min_agreement": tolerances.int8_min_agreement,
             "passed": a_eval.top1_agreement >= tolerances.int8_min_agreement,
             "quantization": options,
-        }, t0, failure=_agreement_failure(name, "INT8", a_eval, tolerances.int8_min_agreement, "held-out inputs"))
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
 
     macs = count_macs(fp32_path)
     if macs.uncounted:
@@ -411,7 +459,7 @@ def export_bundle(
     models: Sequence[str | Path | Any],
     out: str | Path,
     *,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | Sequence[Sequence[int]],
     precision: str = "fp32",
     calib_data: str | Path | Dataset | None = None,
     eval_data: str | Path | Dataset | None = None,
@@ -421,11 +469,15 @@ def export_bundle(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     input_range: Sequence[float] | None = None,
+    resize: Any = None,
+    crop: Any = None,
+    interpolation: str = "bilinear",
     tolerances: Tolerances | None = None,
     holdout_fraction: float = 0.2,
     parity_samples: int = 64,
     max_calib_samples: int = 1024,
-    int8_reduce_range: bool = True,
+    int8_reduce_range: bool = False,
+    int8_calibration: str = DEFAULT_CALIBRATION_METHOD,
     seed: int = 0,
     overwrite: bool = False,
     progress: Callable[[int, str], None] | None = None,
@@ -438,10 +490,19 @@ def export_bundle(
     recorded in the manifest). ``input_range`` ``(low, high)`` instead declares data that arrives
     already normalised: float inputs in that range are what the members take (no scaling, no
     mean/std, uint8 refused); the runtime refuses inputs outside the declared range either way.
-    ``calib_data``/``eval_data``: ``.npz`` files (or ``Dataset``)
+    ``resize`` (S: the shorter side becomes S; or (H, W)) and ``crop`` (S or (H, W), center) make
+    the members take raw uint8 frames of any size, resized with ``interpolation`` by Pillow and
+    center-cropped to their (H, W), recorded in their input sections (:mod:`wcx.core.frames`);
+    ``input_shape``, ``resize`` and ``crop`` may each be a list with one value per member, for
+    members at different resolutions (then every member needs a resize or crop). With a resize,
+    the data below holds uint8 frames of one size, which each member prepares as it will at run
+    time. ``calib_data``/``eval_data``: ``.npz`` files (or ``Dataset``)
     used by the checks; INT8 needs ``calib_data`` and measures agreement on ``eval_data`` or on
-    a held-back ``holdout_fraction`` of ``calib_data``; ``int8_reduce_range`` keeps INT8 weights
-    in 7 bits (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
+    a held-back ``holdout_fraction`` of ``calib_data``, with activation ranges from at most
+    ``max_calib_samples`` of the rest (a seeded random sample) chosen by the INT8 calibration
+    method ``int8_calibration`` (``minmax``, ``percentile`` or ``entropy``);
+    ``int8_reduce_range`` keeps INT8 weights in 7 bits, for ONNX Runtime on x86 CPUs without
+    VNNI (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
     before each member and once at the end with ``(len(models), "")``.
 
     Raises ``BadInputError`` for bad options, models or data (nothing is written), and
@@ -452,20 +513,23 @@ def export_bundle(
     out = Path(out)
     if precision not in PRECISIONS:
         raise BadInputError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-    sample_shape = tuple(int(d) for d in input_shape)
-    if len(sample_shape) != 3 or any(d <= 0 for d in sample_shape):
-        raise BadInputError(f"input_shape: expected three positive integers C,H,W, got {list(input_shape)}")
     if not models:
         raise BadInputError("give at least one model")
+    sections = input_sections(len(models), input_shape, mean, std, input_range, resize=resize, crop=crop,
+                              interpolation=interpolation)
+    section = sections[0]
+    sample_shape = tuple(int(d) for d in section.shape)
     if opset < 13:
         raise BadInputError(f"opset: {opset} is too old (per-channel Q/DQ needs 13 or newer)")
     if max_batch < 1 or parity_samples < 1:
         raise BadInputError("max_batch and parity_samples must be positive")
+    if max_calib_samples < 1:
+        raise BadInputError(f"max_calib_samples must be positive, got {max_calib_samples}")
+    check_calibration_method(int8_calibration, name="int8_calibration")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
         check_replaceable(out)  # before minutes of work: only a wcx bundle is ever replaced
-    section = input_section(sample_shape, mean, std, input_range)
     mean_l, std_l = list(section.mean), list(section.std)
 
     specs = [m if not isinstance(m, (str, Path)) else str(m) for m in models]
@@ -478,20 +542,37 @@ def export_bundle(
     defaults = [default_name(m, k) for m, k in zip(specs, kinds, strict=True)]
     member_names = _check_names(names, [str(s) for s in specs], defaults)
 
-    calib = _load_data(calib_data, sample_shape)
-    evald = _load_data(eval_data, sample_shape)
+    data_shape = None if section.prepares_frames else sample_shape  # frames may have any size
+    calib = _load_data(calib_data, data_shape)
+    evald = _load_data(eval_data, data_shape)
     checks = _prepare_checks(
         precision=precision, sample_shape=sample_shape, section=section, calib=calib,
         evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
         max_calib_samples=max_calib_samples, seed=seed,
     )
+    member_checks = {section_key(section): checks}
+
+    def checks_for(s: InputSection) -> _CheckData:
+        """The checks' inputs as a member of input section ``s`` takes them."""
+        key = section_key(s)
+        if key not in member_checks:
+            member_checks[key] = _prepare_checks(
+                precision=precision, sample_shape=tuple(int(d) for d in s.shape), section=s, calib=calib,
+                evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
+                max_calib_samples=max_calib_samples, seed=seed)
+        return member_checks[key]
+
     chunk = max(1, min(max_batch, 64))
 
     versions = _versions()
     options = {
         "models": [str(s) if isinstance(s, str) else f"<{type(s).__name__} object>" for s in specs],
         "names": member_names,
-        "input_shape": list(sample_shape),
+        "input_shape": list(sample_shape) if len({s.shape for s in sections}) == 1 else [
+            list(s.shape) for s in sections],
+        **({"inputs": [{"resize": None if s.resize is None else s.resize.to_dict(),
+                        "crop": None if s.crop is None else s.crop.to_dict()} for s in sections]}
+           if section.prepares_frames else {}),
         "precision": precision,
         "opset": opset,
         "max_batch": max_batch,
@@ -506,6 +587,8 @@ def export_bundle(
         "holdout_fraction": holdout_fraction if precision == "int8" and evald is None else None,
         "parity_samples": parity_samples,
         "int8_reduce_range": int8_reduce_range if precision == "int8" else None,
+        "int8_calibration": int8_calibration if precision == "int8" else None,
+        "max_calib_samples": max_calib_samples if precision == "int8" else None,
         "seed": seed,
     }
     provenance = dict(versions, export_options=options)
@@ -519,9 +602,10 @@ def export_bundle(
                 progress(index, name)
             source = resolve_model(spec)
             report, onnx_path, weights, in_name, out_name = _build_member(
-                source, name, workdir, precision=precision, sample_shape=sample_shape, opset=opset,
-                max_batch=max_batch, checks=checks, tolerances=tolerances, chunk=chunk,
-                int8_reduce_range=int8_reduce_range,
+                source, name, workdir, precision=precision, sample_shape=tuple(int(d) for d in sections[index].shape),
+                opset=opset, max_batch=max_batch, checks=checks_for(sections[index]), tolerances=tolerances,
+                chunk=chunk,
+                int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
             )
             if reports and report.num_classes != reports[0].num_classes:
                 raise BadInputError(
@@ -537,13 +621,22 @@ def export_bundle(
                 extra.append((rel, weights))
             member = MemberSection(
                 name=name, file=f"members/{name}.onnx", sha256=sha256_file(onnx_path), precision=precision,
-                input=replace(section, name=in_name),
+                input=replace(sections[index], name=in_name),
                 output_name=out_name, num_classes=report.num_classes, macs=report.macs,
                 torch_source=torch_source, export_report=report.to_dict(),
+                quantization=None if precision != "int8" else QuantizationSection(
+                    reduce_range=int8_reduce_range, calibration=int8_calibration,
+                    samples=int(report.checks["int8"]["range_samples"])),
             )
             reports.append(report)
             pairs.append((member, onnx_path))
             del source
+        if precision == "int8" and not all(r.checks["int8"]["passed"] for r in reports):
+            assert checks.int8_ranges is not None
+            raise WorkFailedError(int8_refusal(
+                reports, minimum=tolerances.int8_min_agreement, calibration=int8_calibration,
+                reduce_range=int8_reduce_range, range_samples=len(checks.int8_ranges),
+                calib_inputs=checks.int8_range_pool))
         write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)
     if progress is not None:
         progress(len(specs), "")
@@ -552,6 +645,10 @@ def export_bundle(
         notes.append(FP16_NOTE)
     if precision == "int8":
         notes.append("INT8 agreement and accuracy are measured on " + str(checks.int8_eval_source) + ".")
+        bits = "7 bits ([-64, 64], for x86 CPUs without VNNI)" if int8_reduce_range else "8 bits ([-127, 127])"
+        n_ranges = 0 if checks.int8_ranges is None else len(checks.int8_ranges)
+        notes.append(f"INT8 weights in {bits}; activation ranges by {int8_calibration} on "
+                     f"{n_ranges} of {checks.int8_range_pool} calibration inputs.")
     return ExportReport(bundle=str(out), precision=precision, members=reports, provenance=provenance,
                         notes=notes, seconds=round(time.perf_counter() - started, 3))
 

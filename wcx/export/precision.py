@@ -6,26 +6,34 @@ section 6), so precision is decided here, in the graph:
 * **FP16**: ONNX Runtime's own float16 converter (``onnxruntime.transformers.float16``) with
   ``keep_io_types=True``: weights and activations in float16, input and output stay float32.
 * **INT8**: ``onnxruntime.quantization.quantize_static`` in QDQ format with *symmetric*
-  activations and weights (zero point 0, what TensorRT wants), per-channel weight scales,
-  MinMax ranges collected on held-out data ("INT8 calibration": activation ranges, not the
-  cascade's thresholds, which live in ``wcx.calibration``).
+  activations and weights (zero point 0, what TensorRT wants), per-channel weight scales and
+  activation ranges collected on held-out data ("INT8 calibration": activation ranges, not the
+  cascade's thresholds, which live in ``wcx.calibration``) by one of
+  :data:`CALIBRATION_METHODS` (``minmax``, ``percentile``, ``entropy``; default
+  :data:`DEFAULT_CALIBRATION_METHOD`, chosen by measurement: ``tools/int8_defaults.py``).
 
-  ``reduce_range`` (default on) keeps weights in 7 bits ([-63, 63]). Reason, measured here:
-  ONNX Runtime's x86 INT8 convolution on CPUs without VNNI (AVX2 only, which is common)
-  multiplies u8 x s8 pairs with VPMADDUBSW, whose int16 sums saturate with full-range s8
-  weights. On a digits CNN that made ORT's INT8 output differ from the simulated Q/DQ
-  arithmetic by up to 6 logits and dropped top-1 agreement with FP32 to 94% (83% for a wider
-  CNN), while the same graph run without ORT's optimisations (simulated quantization) agreed
-  100%. With 7-bit weights ORT's kernels and the simulation agree exactly (99 to 100%). A
-  bundle meant only for TensorRT or VNNI CPUs can turn it off.
+  Weights use the full symmetric int8 range [-127, 127] by default (:data:`WEIGHT_RANGES`).
+  ``reduce_range=True`` keeps them in onnxruntime's "7-bit" range [-64, 64] instead, for
+  bundles that run on ONNX Runtime on x86 CPUs *without* VNNI (AVX2 or AVX-512 without
+  VNNI): ORT's INT8 convolution there multiplies u8 x s8 pairs with VPMADDUBSW, whose int16
+  pair sums saturate with full-range weights (measured on an AVX2-only machine: top-1
+  agreement of a digits CNN with FP32 fell to 94%, 83% for a wider one, while the same graph
+  in simulated quantization agreed 100%). With VNNI (VPDPBUSD accumulates in int32) and on
+  TensorRT nothing saturates, and the 7-bit weights only cost agreement (measured in
+  ``docs/results/int8_defaults.md``). The ONNX Runtime backend warns when a full-range member
+  runs on an x86 CPU without VNNI
+  (:func:`wcx.runtime.onnxruntime_runner.int8_saturation_warning`; VPMADDUBSW is x86 only).
 
 No torch here: both work on any ONNX file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +44,42 @@ from wcx.errors import BadInputError, WorkFailedError
 
 log = logging.getLogger(__name__)
 
+#: INT8 calibration methods (how activation ranges are chosen), wcx name -> onnxruntime's
+#: ``CalibrationMethod`` member: ``minmax`` the largest |value| seen, ``percentile`` the 99.999th
+#: percentile of |value| (2,048-bin histogram), ``entropy`` the threshold whose quantized
+#: histogram is closest in KL divergence (128 bins at first, more as batches with larger values
+#: are merged in; collected all at once, onnxruntime's 128 bins would leave it no choice but the
+#: full range); onnxruntime's defaults otherwise.
+CALIBRATION_METHODS: dict[str, str] = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+#: the method ``wcx export`` uses unless told otherwise (measured: docs/results/int8_defaults.md)
+DEFAULT_CALIBRATION_METHOD = "minmax"
+#: the int8 weight values each ``reduce_range`` setting allows (onnxruntime's symmetric ranges)
+WEIGHT_RANGES: dict[bool, tuple[int, int]] = {False: (-127, 127), True: (-64, 64)}
+
 # The ``quantize_static`` options wcx uses; recorded in the export report.
 INT8_OPTIONS: dict[str, Any] = {
     "quant_format": "QDQ",
     "activation_type": "QInt8",
     "weight_type": "QInt8",
     "per_channel": True,
-    "reduce_range": True,
-    "calibrate_method": "MinMax",
     # QuantizeBias off: TensorRT dequantizes only activation types, so an INT32 bias behind a
     # DequantizeLinear fails its parser (see wcx.export.engine_compat.trt_unsupported_qdq).
-    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    # CalibStridedMinMax 1: ranges are collected one batch at a time and merged (min/max, or
+    # histograms), so memory holds one batch's activations. Collected at once, onnxruntime keeps
+    # every batch's outputs until the end and its histogram methods fail on a shorter last batch.
+    # (Not CalibMaxIntermediateOutputs: it discards what it collected.)
+    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                      "CalibStridedMinMax": 1},
 }
+
+
+def check_calibration_method(method: str, *, name: str = "calibration_method") -> str:
+    """``method`` if it is one of :data:`CALIBRATION_METHODS`, else a ``BadInputError`` that names
+    the parameter ``name`` and lists them."""
+    if method not in CALIBRATION_METHODS:
+        raise BadInputError(f"{name}: {method!r} is not an INT8 calibration method (valid: "
+                            f"{', '.join(CALIBRATION_METHODS)})")
+    return method
 
 
 def convert_to_fp16(src: str | Path, dst: str | Path) -> None:
@@ -66,7 +98,9 @@ class RestartableReader:
     """A ``CalibrationDataReader`` over an array that can be read again after ``rewind()``.
 
     ONNX Runtime's readers are one-shot iterators; the quantizer (and a second look at the
-    data) need to start over, so this one keeps the array and an index.
+    data) need to start over, so this one keeps the array and an index. ``set_range(start,
+    end)`` limits reading to batches ``start..end-1`` (what onnxruntime's strided collection
+    calls); ``rewind()`` reads everything again.
     """
 
     def __init__(self, input_name: str, x: np.ndarray, *, batch_size: int = 32) -> None:
@@ -76,16 +110,21 @@ class RestartableReader:
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.batch_size = int(batch_size)
         self._pos = 0
+        self._end = len(self.x)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= len(self.x):
+        if self._pos >= self._end:
             return None
-        batch = self.x[self._pos : self._pos + self.batch_size]
+        batch = self.x[self._pos : min(self._pos + self.batch_size, self._end)]
         self._pos += self.batch_size
         return {self.input_name: batch}
 
     def rewind(self) -> None:
-        self._pos = 0
+        self._pos, self._end = 0, len(self.x)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pos = int(start_index) * self.batch_size
+        self._end = min(len(self.x), int(end_index) * self.batch_size)
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
@@ -102,6 +141,9 @@ def _as_ort_reader(reader: RestartableReader) -> Any:
         def rewind(self) -> None:
             reader.rewind()
 
+        def set_range(self, start_index: int, end_index: int) -> None:
+            reader.set_range(start_index, end_index)
+
         def __len__(self) -> int:
             return len(reader)
 
@@ -115,19 +157,26 @@ def quantize_int8(
     *,
     input_name: str,
     batch_size: int = 32,
-    reduce_range: bool = True,
+    reduce_range: bool = False,
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> dict[str, Any]:
     """Write a symmetric INT8 Q/DQ copy of ``src`` to ``dst``, ranges from ``calib_x``.
 
-    ``calib_x`` is preprocessed float32 (N, C, H, W). The graph is first run through
-    ``quant_pre_process`` (shape inference and ORT's graph optimisations, which fold
-    BatchNorm and constants so fewer tensors need ranges); if that fails the original graph is
-    quantized. Returns the options used (for the report).
+    ``calib_x`` is preprocessed float32 (N, C, H, W), read ``batch_size`` rows at a time (time
+    grows with N, memory does not: ``INT8_OPTIONS``). ``reduce_range`` and
+    ``calibration_method``: module docstring. The graph is first run through
+    ``quant_pre_process`` (shape inference and ORT's graph optimisations, which fold BatchNorm and
+    constants so fewer tensors need ranges); if that fails the original graph is
+    quantized. Returns the options used and the seconds it took (for the report).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    check_calibration_method(calibration_method)
+    started = time.perf_counter()
     reader = RestartableReader(input_name, calib_x, batch_size=batch_size)
-    options = dict(INT8_OPTIONS, reduce_range=reduce_range, calibration_samples=int(len(calib_x)))
+    options = dict(INT8_OPTIONS, reduce_range=bool(reduce_range), weight_range=list(WEIGHT_RANGES[bool(reduce_range)]),
+                   calibrate_method=CALIBRATION_METHODS[calibration_method],
+                   calibration_samples=int(len(calib_x)))
     with tempfile.TemporaryDirectory(prefix="wcx-int8-") as tmp:
         source = Path(src)
         pre = Path(tmp) / "pre.onnx"
@@ -141,18 +190,22 @@ def quantize_int8(
             log.info("quant_pre_process failed (%s); quantizing the graph as it is", exc)
             options["pre_process"] = False
         try:
-            quantize_static(
-                str(source),
-                str(dst),
-                _as_ort_reader(reader),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                reduce_range=reduce_range,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options=dict(INT8_OPTIONS["extra_options"]),
-            )
+            # onnxruntime's histogram calibrators print progress to stdout, which is wcx's results
+            with contextlib.redirect_stdout(io.StringIO()) as chatter:
+                quantize_static(
+                    str(source),
+                    str(dst),
+                    _as_ort_reader(reader),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    reduce_range=bool(reduce_range),
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod[CALIBRATION_METHODS[calibration_method]],
+                    extra_options=dict(INT8_OPTIONS["extra_options"]),
+                )
+            log.debug("onnxruntime's quantizer said: %s", chatter.getvalue().strip())
         except Exception as exc:
             raise WorkFailedError(f"INT8 quantization failed: {type(exc).__name__}: {exc}") from None
+    options["seconds"] = round(time.perf_counter() - started, 3)
     return options

@@ -4,6 +4,7 @@
 >>> with Cascade.load("bundle/", backend="onnxruntime") as c:      # doctest: +SKIP
 ...     out = c(x)                   # x: numpy (N, C, H, W), uint8 or float32 in [0, 1]
 ...     out.pred, out.score, out.accept, out.exit_stage
+...     out = c.predict_images(frames)   # camera frames: (H, W, C) uint8 of any size
 
 Decisions, documented here because users depend on them:
 
@@ -34,6 +35,13 @@ Decisions, documented here because users depend on them:
   Floats in 0..255 (``x.astype(np.float32)``) or already-normalised data are refused with their
   observed min/max and the likely cause (:mod:`wcx.core.preprocess`), since the cascade would
   otherwise return confident, wrong answers with no risk guarantee.
+* **Frames.** :meth:`Cascade.predict_images` takes raw frames (uint8 (H, W) or (H, W, C)
+  images, C 1, 3 or 4, of any size; RGB, or BGR with ``channel_order="BGR"``) and returns the
+  same :class:`CascadeOutput`. Members whose input sections resize or crop (recorded at export)
+  each prepare their input from the same frame, at their own resolution, only for the rows that
+  reach them (:mod:`wcx.core.frames`); members without them take frames of exactly their
+  (H, W), with the channels converted. For such a bundle a call ``c(x)`` takes ``x`` (N, C, H, W)
+  uint8 as N frames of one size (floats are refused: resizing starts from the pixels).
 * **Memory.** A call of more than :attr:`Cascade.block_rows` rows runs as consecutive blocks of
   that many (the same rows in the same order; one output), so the memory a call needs beyond its
   input and output arrays is that of one block whatever N is; runners run at most their
@@ -52,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from wcx.bundle import Bundle
+from wcx.core.frames import check_frame, frames_of, frames_to_input
 from wcx.core.manifest import InputSection, PolicySection
 from wcx.core.policy import AllPolicy, NonePolicy, Policy
 from wcx.core.preprocess import Preprocessor
@@ -141,6 +150,8 @@ class Cascade:
             self.executor = Executor(self.runners, policy=self.section.policy, preprocess=Preprocessor(self.input),
                                      num_classes=self.num_classes, score=self.section.score, tau=self.section.tau)
             self.provenance = provenance or provenance_of(self.runners, backend)
+            #: whether the members take raw frames (they resize or crop): see "Frames"
+            self.takes_frames = any(r.member.input.prepares_frames for r in self.runners)
         except BaseException:
             for r in activated:
                 r.deactivate()
@@ -242,7 +253,13 @@ class Cascade:
     def _check(self, x: Any) -> Any:
         if self._closed:
             raise UsageError("this cascade is closed")
-        return validate_inputs(x, where="cascade input", sample_shape=self.sample_shape)
+        if not self.takes_frames:
+            return validate_inputs(x, where="cascade input", sample_shape=self.sample_shape)
+        validate_inputs(x, where="cascade input")
+        if x.dtype != np.uint8:
+            raise BadInputError("cascade input: this bundle's members resize raw frames, which are uint8 images: pass "
+                                f"(N, C, H, W) uint8, or frames to predict_images (got {x.dtype})")
+        return x
 
     def __call__(
         self, x: np.ndarray, return_probs: bool = False, *, timing: bool = False, policy: Policy | None = None,
@@ -255,6 +272,9 @@ class Cascade:
         ``rule`` is its wcx 0.1 name).
         """
         x = self._check(x)
+        if self.takes_frames:
+            return self._run_frames(list(frames_of(x)), return_probs=return_probs, timing=timing,
+                                    policy=policy or rule)
         with self._lock:
             if self._closed:
                 raise UsageError("this cascade is closed")
@@ -264,6 +284,56 @@ class Cascade:
             outs = [self.executor.run(x[a:b], return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
                     for a, b in chunk_bounds(n, self.block_rows)]
         return _concat(outs, self.n_stages, return_probs=return_probs)
+
+    def _run_frames(self, frames: list[np.ndarray], *, return_probs: bool, timing: bool = False,
+                    policy: Policy | None = None) -> CascadeOutput:
+        """Checked frames through the executor, in blocks of :attr:`block_rows`."""
+        with self._lock:
+            if self._closed:
+                raise UsageError("this cascade is closed")
+            outs = [self.executor.run_frames(frames[a:b], return_probs=return_probs, timing=timing, policy=policy)
+                    for a, b in chunk_bounds(len(frames), self.block_rows)]
+        return outs[0] if len(outs) == 1 else _concat(outs, self.n_stages, return_probs=return_probs)
+
+    def predict_images(
+        self, frames: Iterable[Any], *, batch_size: int = 256, return_probs: bool = False, channel_order: str = "RGB",
+    ) -> CascadeOutput:
+        """Run raw frames (camera frames, decoded images): uint8 (H, W) or (H, W, C) arrays, C 1, 3
+        or 4, of any size, in ``channel_order`` (``"RGB"``, or OpenCV's ``"BGR"``); one
+        :class:`CascadeOutput` row per frame, in order.
+
+        ``frames`` may be any iterable (a generator of camera frames): it is read
+        ``batch_size`` frames at a time. Each member prepares its input from the frames as its
+        input section says (resize, center crop, channels; module docstring, "Frames"); a member
+        without a resize takes frames of exactly its (H, W) and refuses others.
+        """
+        if batch_size < 1:
+            raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
+        if self._closed:
+            raise UsageError("this cascade is closed")
+        outs: list[CascadeOutput] = []
+        block: list[np.ndarray] = []
+        done = 0
+
+        def flush() -> None:
+            if self.takes_frames:
+                outs.append(self._run_frames(block, return_probs=return_probs))
+            else:  # one input section for all members: the frames become one (N, C, H, W) batch
+                start = done - len(block)
+                names = [f"frame {start + i}" for i in range(len(block))]
+                outs.append(self(frames_to_input(self.input, block, names=names), return_probs))
+
+        for frame in frames:
+            block.append(check_frame(frame, where=f"frame {done}", channel_order=channel_order))
+            done += 1
+            if len(block) == batch_size:
+                flush()
+                block = []
+        if block:
+            flush()
+        if not outs:
+            raise BadInputError("predict_images: no frames")
+        return outs[0] if len(outs) == 1 else _concat(outs, self.n_stages, return_probs=return_probs)
 
     def predict(self, x: np.ndarray, *, batch_size: int = 256, return_probs: bool = False) -> CascadeOutput:
         """Run a whole data set in batches of ``batch_size``; one concatenated output."""
@@ -288,7 +358,7 @@ class Cascade:
                 raise UsageError("this cascade is already streaming: one stream() at a time per cascade")
             self._streaming = True
         try:
-            if not self.executor.on_cuda:
+            if not self.executor.on_cuda or self.takes_frames:  # frames are prepared on the host, stage by stage
                 for x in batches:
                     yield self(x, return_probs, timing=timing)
                 return

@@ -9,8 +9,9 @@ import numpy as np
 
 from wcx.atomic import atomic_write, check_output_file
 from wcx.bundle import Bundle
-from wcx.data import open_data
+from wcx.data import ImageFolder, stack_rows
 from wcx.errors import BadInputError
+from wcx.runtime.bundle_data import open_data_for
 from wcx.runtime.cascade import Cascade, CascadeOutput, prediction_metrics
 
 
@@ -23,44 +24,67 @@ def run_on_file(
     batch_size: int = 256,
     threads: int | None = None,
     strict: bool = False,
+    probs: bool = False,
 ) -> dict[str, Any]:
-    """Run the cascade of ``bundle`` on the ``.npz`` ``data``; write ``pred``, ``score``,
-    ``accept``, ``exit_stage`` to ``out`` (atomically). Returns a summary: ``n``, ``accepted``,
-    ``pass_fraction``, ``backend``, ``precision`` and, when the data has labels, ``accuracy``,
-    ``coverage`` and ``risk`` (None when nothing is accepted).
+    """Run the cascade of ``bundle`` on ``data`` (an ``.npz``, an IDX images file or an image
+    folder: :func:`wcx.runtime.bundle_data.open_data_for`); write to ``out`` (an ``.npz``,
+    atomically) one entry per row of ``pred`` (the exit stage's ensemble prediction), ``score``
+    (its score), ``accept`` (``score >= tau``: the decision), ``exit_stage`` (1-based stage the
+    row exited at), with ``probs`` also ``probs`` (N, K) float32, the exit stage's ensemble
+    probabilities, and for an image folder ``files`` (each row's image, relative to the folder)
+    and ``class_names``. Returns a summary: ``n``, ``accepted``, ``pass_fraction``, ``backend``,
+    ``precision`` and, when the data has labels, ``accuracy``, ``coverage`` and ``risk`` (None
+    when nothing is accepted).
 
-    The data file is read ``batch_size`` rows at a time (memory-mapped when stored uncompressed),
-    so memory stays bounded whatever its size; an output path that cannot be a file is refused
-    before anything runs, and nothing is written unless every row ran."""
+    The data is read ``batch_size`` rows at a time (an ``.npz`` memory-mapped when stored
+    uncompressed, images decoded a chunk at a time), so memory grows only with the outputs; an
+    output path that cannot be a file is refused before anything runs, and nothing is written
+    unless every row ran."""
     if batch_size < 1:
         raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
     out = check_output_file(out)
     b = Bundle.load(bundle)
-    source = open_data(data, sample_shape=b.sample_shape, num_classes=b.num_classes)
+    source = open_data_for(b, data)
     pieces: list[CascadeOutput] = []
     start = 0
     with Cascade.load(b, backend, strict=strict, threads=threads) as cascade:
         try:
-            for piece in cascade.stream(source.chunks(batch_size)):  # pipelined on CUDA
-                pieces.append(piece)
-                start += len(piece)
+            if source.yields_frames:
+                for batch in source.batches(batch_size):
+                    pieces.append(cascade.predict_images(batch.x, batch_size=batch_size, return_probs=probs))
+                    start += len(pieces[-1])
+            else:
+                chunks = (stack_rows(x, where=source.name) for x in source.chunks(batch_size))
+                for piece in cascade.stream(chunks, return_probs=probs):  # pipelined on CUDA
+                    pieces.append(piece)
+                    start += len(piece)
         except BadInputError as exc:
-            if str(exc).startswith(str(source.path)):
+            if str(exc).startswith(source.name):
                 raise
-            raise BadInputError(f"{source.path} (from row {start}): {exc}") from None
+            raise BadInputError(f"{source.name} (from row {start}): {exc}") from None
         summary: dict[str, Any] = {"backend": cascade.backend, "precision": cascade.precision,
                                    "tau": cascade.tau, "score": cascade.score_name}
         n_stages = cascade.n_stages
     result = CascadeOutput(
         pred=np.concatenate([p.pred for p in pieces]), score=np.concatenate([p.score for p in pieces]),
         accept=np.concatenate([p.accept for p in pieces]), exit_stage=np.concatenate([p.exit_stage for p in pieces]),
+        probs=np.concatenate([p.probs for p in pieces if p.probs is not None]) if probs else None,
         n_stages=n_stages,
     )
+    arrays: dict[str, np.ndarray] = {"pred": result.pred, "score": result.score, "accept": result.accept,
+                                     "exit_stage": result.exit_stage}
+    if result.probs is not None:
+        arrays["probs"] = result.probs
+    if isinstance(source, ImageFolder):
+        arrays["files"] = np.asarray(source.relative_names(), dtype=str)
+    if source.class_names is not None:
+        arrays["class_names"] = np.asarray(source.class_names, dtype=str)
     with atomic_write(out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, pred=result.pred, score=result.score, accept=result.accept,
-                 exit_stage=result.exit_stage)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     summary.update(n=len(result), accepted=int(np.count_nonzero(result.accept)),
                    coverage=float(np.mean(result.accept)), pass_fraction=result.pass_fraction)
+    if source.class_names is not None:
+        summary["class_names"] = list(source.class_names)
     if source.y is not None:
         summary.update(prediction_metrics(result, source.y))
     return summary

@@ -16,6 +16,12 @@ One loop serves every backend: the scores and policies are the core's (numpy or 
 runners pad, bucket and chunk for themselves, and what differs between the host and a torch
 device (streams, the asynchronous subset size, timing) is :mod:`wcx.runtime.device`'s.
 
+A bundle whose members resize or crop raw frames runs :meth:`Executor.run_frames` instead: the
+batch is a list of frames (uint8 (H, W, C) images of any size, :mod:`wcx.core.frames`) kept on
+the host, and each stage prepares its member's input from the frames of the rows that reach it
+(members with the same input section share one preparation of the whole batch), so a member at
+another resolution never resizes a frame that exited before it.
+
 Splitting a batch into :meth:`Executor.start` (upload, stage 1, stage-1 decision) and
 :meth:`Executor.finish` (the rest) lets the cascade's pipelined mode issue stage 1 of batch i+1
 on its own CUDA stream before it waits for batch i's subset size, so the two overlap on the GPU.
@@ -36,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from wcx.core.arrays import Array
+from wcx.core.frames import frames_to_input
 from wcx.core.policy import Policy
-from wcx.core.preprocess import Preprocessor
+from wcx.core.preprocess import Preprocessor, section_key
 from wcx.core.scores import ScoreState, get_score
 from wcx.errors import BadInputError
 from wcx.runtime.device import Count, ExecutionDevice, device_for
@@ -88,10 +95,14 @@ class CallTiming:
 class CascadeOutput:
     """Per-row results of a cascade call (numpy arrays of length N).
 
-    ``pred`` (int64): the exit stage's ensemble prediction; ``score`` (float64): its score;
-    ``accept`` (bool): ``score >= tau`` (all True when the policy has no tau); ``exit_stage``
-    (int64, 1-based); ``probs`` (float32 (N, K), only when asked): the exit stage's ensemble
-    probabilities ``P_m``; ``timing``: a :class:`CallTiming` when asked.
+    ``pred`` (int64): the exit stage's ensemble prediction (the argmax of ``P_m``, the mean of
+    the softmax of members 1..m); ``score`` (float64): its confidence score (higher = more
+    confident); ``accept`` (bool): the decision, ``score >= tau``: True means act on ``pred``,
+    False means reject it (send it to a human, a fallback, or flag it as out of distribution);
+    all True when the policy has no tau; ``exit_stage`` (int64, 1-based): the stage the row left
+    the cascade at, i.e. how many members ran on it (1: the first member alone was far enough
+    from tau; M: it reached the last member); ``probs`` (float32 (N, K), only when asked): the
+    exit stage's ensemble probabilities ``P_m``; ``timing``: a :class:`CallTiming` when asked.
     """
 
     pred: np.ndarray
@@ -135,6 +146,8 @@ class _Job:
     stage: int = 1
     keep: list[Any] = field(default_factory=list)  # host buffers that must outlive async copies
     records: list[tuple[int, int, int, Any]] = field(default_factory=list)
+    frames: list[np.ndarray] | None = None  # raw frames (members that resize), on the host
+    prepared: dict[str, Array] = field(default_factory=dict)  # whole-batch inputs per input section
 
 
 class Executor:
@@ -174,6 +187,11 @@ class Executor:
         (meta,) = first.input_metadata().values()
         self.input_dtype = getattr(getattr(self.device, "torch", None), meta.dtype, None)
         self.channels_last = bool(first.channels_last)
+        # per member, for batches of raw frames (each member prepares its own input)
+        self._frame_pre = [Preprocessor(r.member.input) for r in self.runners]
+        self._frame_keys = [section_key(r.member.input) for r in self.runners]
+        self._frame_dtypes = [getattr(getattr(self.device, "torch", None), next(iter(
+            r.input_metadata().values())).dtype, None) for r in self.runners]
 
     @property
     def n_stages(self) -> int:
@@ -191,19 +209,31 @@ class Executor:
         return self.finish(self.start(x, policy=policy or rule, return_probs=return_probs, timing=timing,
                                       slot=slot))
 
+    def run_frames(self, frames: list[np.ndarray], *, policy: Policy | None = None, return_probs: bool = False,
+                   timing: bool = False, slot: int = 0) -> CascadeOutput:
+        """Run one batch of raw frames ((H, W, C) uint8 arrays, checked) through the cascade, each
+        stage preparing its member's input from the frames of the rows that reach it."""
+        return self.finish(self.start(None, frames=frames, policy=policy, return_probs=return_probs,
+                                      timing=timing, slot=slot))
+
     def start(self, x: Any, *, policy: Policy | None = None, return_probs: bool = False, timing: bool = False,
-              slot: int = 0) -> _Job:
-        """Upload, preprocess and run stage 1 of a batch; returns the job :meth:`finish` takes."""
+              slot: int = 0, frames: list[np.ndarray] | None = None) -> _Job:
+        """Upload, preprocess and run stage 1 of a batch ``x`` (or of raw ``frames``, with ``x``
+        None); returns the job :meth:`finish` takes."""
         policy = policy or self.policy
         if policy is not self.policy:
             policy.check_stages(self.n_stages)
-        job = _Job(slot=slot, n=int(x.shape[0]), policy=policy, return_probs=return_probs, timing=timing,
-                   t0=time.perf_counter())
+        n = len(frames) if frames is not None else int(x.shape[0])
+        job = _Job(slot=slot, n=n, policy=policy, return_probs=return_probs, timing=timing,
+                   t0=time.perf_counter(), frames=frames)
         dev = self.device
         dev.order_after_others(slot)
         with dev.stream(slot):
-            job.xp = dev.prepare(x, self.preprocess, dtype=self.input_dtype, channels_last=self.channels_last,
-                                 keep=job.keep)
+            if frames is None:
+                job.xp = dev.prepare(x, self.preprocess, dtype=self.input_dtype, channels_last=self.channels_last,
+                                     keep=job.keep)
+            else:
+                job.xp = self._frame_input(job, 0, None)
             like = job.xp if dev.ops.name == "torch" else None
             job.state = ScoreState(self.score, job.n, self.num_classes, ops=dev.ops, dtype=dev.state_dtype,
                                    like=like)
@@ -242,6 +272,15 @@ class Executor:
             return self.device.prepare(x, self.preprocess, dtype=self.input_dtype, channels_last=self.channels_last,
                                        keep=[])
 
+    def prepare_frames(self, index: int, frames: list[np.ndarray], *, slot: int = 0) -> Array:
+        """Member ``index``'s input prepared from raw ``frames`` (every row), as a run of frames
+        prepares it (for members that resize or crop: each has its own resolution)."""
+        runner = self.runners[index]
+        x = frames_to_input(runner.member.input, frames, where="cascade input")
+        with self.device.stream(slot):
+            return self.device.prepare(x, self._frame_pre[index], dtype=self._frame_dtypes[index],
+                                       channels_last=bool(runner.channels_last), keep=[])
+
     def run_member(self, index: int, xp: Array, *, slot: int = 0) -> tuple[Array, int]:
         """Run member ``index`` alone on a prepared batch; returns ``(logits, rows_run)``."""
         runner = self.runners[index]
@@ -258,7 +297,7 @@ class Executor:
         """Run stage ``job.stage`` on ``rows`` (None = all), update the state, decide who goes on."""
         dev, ops, m = self.device, self.device.ops, job.stage
         runner = self.runners[m - 1]
-        xs = ops.take(job.xp, rows)
+        xs = ops.take(job.xp, rows) if job.frames is None else self._frame_input(job, m - 1, rows)
         ev0 = dev.event() if job.timing else None
         logits = runner.infer({runner.member.input.name: xs})[LOGITS]
         ev1 = dev.event() if job.timing else None
@@ -272,6 +311,27 @@ class Executor:
             ops.fill(job.exit_stage, rows, m)
         if m < self.n_stages:
             job.next_rows, job.count = dev.select(rows, job.policy.continues(m, s), k)
+
+    def _frame_input(self, job: _Job, index: int, rows: Array | None) -> Array:
+        """Member ``index``'s input for ``rows`` (None: all) of a batch of frames: taken from a
+        whole-batch preparation for its input section when there is one, else prepared from
+        those rows' frames alone."""
+        key = self._frame_keys[index]
+        if key in job.prepared:
+            return self.device.ops.take(job.prepared[key], rows)
+        assert job.frames is not None
+        if rows is None:
+            frames = job.frames
+        else:
+            picked = self.device.to_host([rows], job.slot)[0]
+            frames = [job.frames[int(i)] for i in picked]
+        runner = self.runners[index]
+        x = frames_to_input(runner.member.input, frames, where="cascade input")
+        xp = self.device.prepare(x, self._frame_pre[index], dtype=self._frame_dtypes[index],
+                                 channels_last=bool(runner.channels_last), keep=job.keep)
+        if rows is None:
+            job.prepared[key] = xp
+        return xp
 
     def _timing(self, job: _Job, total: float) -> CallTiming:
         done = {r[0]: r for r in job.records}

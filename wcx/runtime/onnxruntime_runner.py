@@ -11,16 +11,23 @@ runner feeds float32 and returns float32 logits, and its precision is the graph'
 
 ONNX Runtime's ``InferenceSession.run`` is thread-safe, so one active runner may be shared; the
 cascade still serialises its calls (see :class:`wcx.runtime.cascade.Cascade`).
+
+An INT8 member with full-range (8-bit) weights loses accuracy on x86 CPUs without VNNI, where
+ONNX Runtime's INT8 kernels saturate (:mod:`wcx.export.precision`): activating one there
+warns once (:class:`Int8SaturationWarning`, :func:`int8_saturation_warning`).
 """
 
 from __future__ import annotations
 
 import platform
-from typing import Any
+import warnings
+from collections.abc import Collection
+from typing import Any, ClassVar
 
 import numpy as np
 
 from wcx.bundle import Bundle
+from wcx.core.manifest import MemberSection
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.runtime.runner import Runner
 
@@ -29,19 +36,54 @@ _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 DEFAULT_MAX_BATCH = 512
 
 
-def cpu_description() -> str:
-    """The CPU's architecture and the vector instruction sets that change kernel choices."""
-    flags: set[str] = set()
+#: CPU flags (Linux ``/proc/cpuinfo`` names) of the x86 instructions that let ONNX Runtime's
+#: INT8 kernels accumulate u8 x s8 products in int32 without saturating
+VNNI_FLAGS: frozenset[str] = frozenset({"avx512_vnni", "avx_vnni"})
+_X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+
+
+class Int8SaturationWarning(UserWarning):
+    """An INT8 member with full-range weights runs where ONNX Runtime's INT8 kernels saturate."""
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags from ``path`` (Linux), or None where they cannot be read."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return None
+
+
+def cpu_description() -> str:
+    """The CPU's architecture and the vector instruction sets that change kernel choices."""
+    flags = cpu_flags() or frozenset()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
     return " ".join([platform.machine(), *[f for f in wanted if f in flags]])
+
+
+def int8_saturation_warning(member: MemberSection, *, flags: Collection[str] | None, machine: str,
+                            where: str = "") -> str | None:
+    """The warning for running ``member`` (of the bundle ``where``) on ONNX Runtime on a CPU
+    with these ``flags`` and ``machine`` (``platform.machine()``), or None when there is
+    nothing to warn about.
+
+    It warns for an INT8 member quantized with full-range weights (``reduce_range`` false) on
+    an x86 CPU whose flags name no VNNI. Not on other architectures, not when the flags are
+    unknown (None), and not for a member whose quantization the manifest does not record.
+    """
+    q = member.quantization
+    if member.precision != "int8" or q is None or q.reduce_range:
+        return None
+    if machine.lower() not in _X86_MACHINES or flags is None or VNNI_FLAGS & set(flags):
+        return None
+    prefix = f"{where}: " if where else ""
+    return (f"{prefix}INT8 member {member.name!r} has full-range 8-bit weights, and this x86 CPU has no VNNI: ONNX "
+            "Runtime's INT8 kernels can saturate here and lose accuracy; for this CPU re-export with "
+            "int8_reduce_range=True (7-bit weights), or run on a CPU with VNNI or on TensorRT")
 
 
 class OnnxRuntimeRunner(Runner):
@@ -49,6 +91,10 @@ class OnnxRuntimeRunner(Runner):
 
     backend = "onnxruntime"
     pads_to_buckets = False
+
+    #: bundles already warned about INT8 saturation: one line per bundle and process, naming
+    #: its first such member
+    _saturation_warned: ClassVar[set[str]] = set()
 
     def __init__(
         self, bundle: Bundle, member_index: int, *, threads: int | None = None, spin: bool = False,
@@ -101,6 +147,17 @@ class OnnxRuntimeRunner(Runner):
             )
         self._graph_dtype = _NP_DTYPES.get(self.member.input.dtype, np.float32)
         self.session = session
+        self._warn_if_saturating()
+
+    def _warn_if_saturating(self) -> None:
+        assert self.bundle is not None
+        where = str(self.bundle.path)
+        if where in OnnxRuntimeRunner._saturation_warned:
+            return
+        message = int8_saturation_warning(self.member, flags=cpu_flags(), machine=platform.machine(), where=where)
+        if message is not None:
+            OnnxRuntimeRunner._saturation_warned.add(where)
+            warnings.warn(message, Int8SaturationWarning, stacklevel=4)
 
     def infer_impl(self, x: Any, rows: int) -> np.ndarray:
         batch = np.ascontiguousarray(np.asarray(x), dtype=self._graph_dtype)

@@ -38,10 +38,12 @@ score ``neg_energy``, target TPR 95%: ``fpr`` at the fitted threshold (honest: f
 in-distribution inputs only), ``fpr_at_95`` (threshold re-chosen on test), ``auroc``.
 
 Latency (:func:`bench_cascade`, :func:`bench_single`) uses the runtime's
-:func:`wcx.runtime.bench.benchmark` on ONNX Runtime: a cascade bundle with its policy gives the
+:func:`wcx.runtime.bench.benchmark` on ONNX Runtime (many different batches per batch size, the
+median with its 95% confidence interval): a cascade bundle with its policy gives the
 ``cascade``, ``ensemble`` and ``member:<name>`` rows; a single model is measured as a one-member
 bundle run through the same public cascade call (policy ``none``), so preprocessing and scoring
-are counted alike.
+are counted alike. Configurations that are compared with each other are timed in one run
+(``bench_cascade(..., policies=..., singles=...)``): the same rounds on the same batches.
 """
 
 from __future__ import annotations
@@ -396,15 +398,40 @@ def bench_cascade(
     *,
     repeats: int = 30,
     warmup: int = 5,
+    rows: int = 1000,
+    seed: int = 0,
     threads: int | None = None,
     policy: str | dict[str, Any] | None = None,
+    policies: dict[str, dict[str, Any]] | None = None,
+    singles: tuple[Bundle, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of ``wcx bench --json`` for a bundle (its manifest's policy unless ``policy``)."""
-    from wcx.runtime.bench import benchmark
+    """Rows of ``wcx bench --json`` for a bundle (its manifest's policy unless ``policy``).
 
-    rows = benchmark(bundle, x, list(batch_sizes), backend="onnxruntime", warmup=warmup, repeats=repeats,
-                     threads=threads, policy=policy)
-    return [r.to_dict() for r in rows]
+    Timed in the same rounds on the same batches (so they compare pairwise): ``policies``, the
+    same bundle under other policies (name -> manifest-form policy), as ``cascade:<name>`` rows;
+    and ``singles``, ``(zoo bundle, member names)``: each member deployed alone (a one-member
+    bundle, a temporary copy, policy ``none``) as a ``single:<name>`` row.
+    """
+    import contextlib
+
+    from wcx.runtime.bench import benchmark
+    from wcx.runtime.cascade import Cascade
+
+    with contextlib.ExitStack() as stack:
+        alongside: dict[str, Cascade] = {}
+        for name, other in (policies or {}).items():
+            alongside[f"cascade:{name}"] = stack.enter_context(
+                Cascade.load(bundle, "onnxruntime", threads=threads, policy=other))
+        if singles is not None:
+            zoo, names = singles
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wcx-single-")))
+            for name in names:
+                alone = select_members(zoo, [name], tmp / name)
+                alongside[f"single:{name}"] = stack.enter_context(
+                    Cascade.load(alone, "onnxruntime", threads=threads, policy="none"))
+        got = benchmark(bundle, x, list(batch_sizes), backend="onnxruntime", warmup=warmup, repeats=repeats,
+                        rows=rows, seed=seed, threads=threads, policy=policy, alongside=alongside)
+    return [r.to_dict() for r in got]
 
 
 def bench_single(
@@ -415,20 +442,19 @@ def bench_single(
     *,
     repeats: int = 30,
     warmup: int = 5,
+    rows: int = 1000,
+    seed: int = 0,
     threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Latency rows of one member deployed alone: a one-member bundle (a temporary copy) run
     through the cascade call with policy ``none``. Returns its ``cascade`` rows renamed
-    ``single:<name>`` (one per batch size)."""
+    ``single:<name>`` (one per batch size). To compare it with a cascade, time both in one run
+    instead (:func:`bench_cascade` with ``singles``)."""
     with tempfile.TemporaryDirectory(prefix="wcx-single-") as tmp:
         single = select_members(bundle, [name], Path(tmp) / name)
-        rows = bench_cascade(single, x, batch_sizes, repeats=repeats, warmup=warmup, threads=threads,
-                             policy="none")
-    out = []
-    for r in rows:
-        if r["config"] == "cascade":
-            out.append(dict(r, config=f"single:{name}"))
-    return out
+        got = bench_cascade(single, x, batch_sizes, repeats=repeats, warmup=warmup, rows=rows, seed=seed,
+                            threads=threads, policy="none")
+    return [dict(r, config=f"single:{name}") for r in got if r["config"] == "cascade"]
 
 
 def latency(rows: Sequence[dict[str, Any]], config: str, batch_size: int) -> float | None:
@@ -436,4 +462,12 @@ def latency(rows: Sequence[dict[str, Any]], config: str, batch_size: int) -> flo
     for r in rows:
         if r["config"] == config and int(r["batch_size"]) == int(batch_size):
             return float(r["p50_ms"])
+    return None
+
+
+def latency_interval(rows: Sequence[dict[str, Any]], config: str, batch_size: int) -> list[float] | None:
+    """The 95% confidence interval ``[low, high]`` (ms) of that median, or None."""
+    for r in rows:
+        if r["config"] == config and int(r["batch_size"]) == int(batch_size) and r.get("p50_ci_ms"):
+            return [float(v) for v in r["p50_ci_ms"]]
     return None

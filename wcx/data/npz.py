@@ -1,4 +1,4 @@
-"""Reading the data files wcx takes: ``.npz`` arrays and MNIST-style IDX files.
+""".npz data files: ``x`` (N, C, H, W) and optional labels ``y`` (N,), read in bounded memory.
 
 An ``.npz`` data file holds ``x`` with shape (N, C, H, W), float32 (already in the bundle's input
 range, [0, 1] by default) or uint8 (scaled to [0, 1] by the runtime before the manifest's
@@ -13,110 +13,32 @@ one pass over it is cheap. :func:`load_npz` reads a file whole (memory-mapped wh
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import struct
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from wcx.data.source import Batch, Dataset, DataSource, check_rows
+from wcx.data.validation import check_input_layout, validate_inputs, validate_labels
 from wcx.errors import BadInputError
 
-# IDX type codes (http://yann.lecun.com/exdb/mnist/): the third byte of the magic number.
-_IDX_DTYPES: dict[int, np.dtype[Any]] = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_INPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local header (PKWARE APPNOTE 4.3.7)
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """Inputs ``x`` (N, C, H, W) and optional labels ``y`` (N,) read from one file.
-
-    ``sha256`` is the hash of the file ``x`` and ``y`` were read from (None for data built in
-    memory); calibration keys its logits cache on it.
-    """
-
-    x: np.ndarray
-    y: np.ndarray | None
-    path: Path
-    sha256: str | None = None
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-
-def check_input_layout(dtype: Any, shape: tuple[int, ...], *, where: str = "input",
-                       sample_shape: tuple[int, ...] | None = None) -> None:
-    """The dtype and shape rules of :func:`validate_inputs`, on a header before any data is read."""
-    if np.dtype(dtype) not in _INPUT_DTYPES:
-        raise BadInputError(f"{where}: dtype {np.dtype(dtype)} is not supported (use float32 in [0, 1] or uint8)")
-    if len(shape) != 4:
-        raise BadInputError(f"{where}: expected shape (N, C, H, W), got {tuple(shape)}")
-    if shape[0] == 0:
-        raise BadInputError(f"{where}: the batch is empty")
-    if sample_shape is not None and tuple(shape[1:]) != tuple(sample_shape):
-        raise BadInputError(
-            f"{where}: sample shape {tuple(shape[1:])} does not match the expected {tuple(sample_shape)}"
-        )
-
-
-def validate_inputs(
-    x: np.ndarray,
-    *,
-    where: str = "input",
-    sample_shape: tuple[int, ...] | None = None,
-) -> np.ndarray:
-    """Check a batch of inputs and return it unchanged.
-
-    Accepts float32 or uint8, shape (N, C, H, W) with N >= 1, and when ``sample_shape`` is
-    given, (C, H, W) equal to it. Float inputs must be finite (their range is the input
-    section's business: :class:`wcx.core.preprocess.Preprocessor`). Raises ``BadInputError``
-    naming ``where`` otherwise.
-    """
-    if not isinstance(x, np.ndarray):
-        raise BadInputError(f"{where}: expected a numpy array, got {type(x).__name__}")
-    check_input_layout(x.dtype, tuple(x.shape), where=where, sample_shape=sample_shape)
-    # min and max propagate NaN and show infinities without a temporary array of flags
-    if x.dtype == np.float32 and not (math.isfinite(float(x.min())) and math.isfinite(float(x.max()))):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise BadInputError(f"{where}: {bad} values are NaN or infinite")
-    return x
-
-
-def validate_labels(y: np.ndarray, n: int, *, where: str, num_classes: int | None = None) -> np.ndarray:
-    """Check labels: shape (n,), integer dtype, values in [0, num_classes). Returns them as int64."""
-    if y.ndim != 1 or y.shape[0] != n:
-        raise BadInputError(f"{where}: labels 'y' must have shape ({n},), got {tuple(y.shape)}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise BadInputError(f"{where}: labels 'y' must be integers, got dtype {y.dtype}")
-    if y.size and y.min() < 0:
-        raise BadInputError(f"{where}: labels 'y' contain negative values (min {y.min()})")
-    if num_classes is not None and y.size and y.max() >= num_classes:
-        raise BadInputError(
-            f"{where}: label {int(y.max())} is out of range for {num_classes} classes"
-        )
-    return y.astype(np.int64, copy=False)
-
-
-class DataFile:
+class DataFile(DataSource):
     """An ``.npz`` data file opened for reading in bounded memory.
 
     Opening reads the labels ``y`` (validated) and the header of ``x`` (dtype and shape checked,
     no pixel read yet); :meth:`chunks` then yields validated blocks of rows, :meth:`read` all of
     ``x`` (memory-mapped when it is stored uncompressed). ``sha256`` hashes the file on demand.
     """
+
+    path: Path
 
     def __init__(
         self,
@@ -130,6 +52,7 @@ class DataFile:
         if not path.is_file():
             raise BadInputError(f"{path}: no such data file")
         self.path = path
+        self.name = str(path)
         stat = path.stat()
         self._stat = (stat.st_size, stat.st_mtime_ns)
         self._sha256: str | None = None
@@ -197,8 +120,7 @@ class DataFile:
 
     def chunks(self, rows: int) -> Iterator[np.ndarray]:
         """``x`` in blocks of at most ``rows`` rows, in order, each validated (finite floats)."""
-        if rows < 1:
-            raise BadInputError(f"rows must be >= 1, got {rows}")
+        rows = check_rows(rows)
         n = self.n
         if self._offset is not None:
             x = self._mapped()
@@ -223,6 +145,18 @@ class DataFile:
                     yield validate_inputs(chunk, where=f"{self.path} rows {a}..{a + k}")
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise BadInputError(f"{self.path}: not a readable .npz file ({exc})") from None
+
+    def batches(self, rows: int) -> Iterator[Batch]:
+        """:meth:`chunks` with the labels of their rows."""
+        start = 0
+        for x in self.chunks(rows):
+            k = int(x.shape[0])
+            yield Batch(x, None if self.y is None else self.y[start : start + k], start=start)
+            start += k
+
+    def content_key(self) -> str:
+        """The file's sha256 (:meth:`sha256`)."""
+        return self.sha256()
 
     def read(self) -> np.ndarray:
         """All of ``x``, validated: memory-mapped when stored uncompressed, else read whole."""
@@ -267,7 +201,7 @@ def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     return tuple(int(d) for d in shape), bool(fortran), np.dtype(dtype)
 
 
-def open_data(
+def open_npz(
     path: str | Path,
     *,
     require_labels: bool = False,
@@ -293,8 +227,8 @@ def load_npz(
     a missing or corrupt file, a missing key, a wrong shape or dtype, NaN/inf, or labels out of
     range.
     """
-    return open_data(path, require_labels=require_labels, sample_shape=sample_shape,
-                     num_classes=num_classes).dataset(digest=digest)
+    return open_npz(path, require_labels=require_labels, sample_shape=sample_shape,
+                    num_classes=num_classes).dataset(digest=digest)
 
 
 def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -306,33 +240,3 @@ def save_npz(path: str | Path, x: np.ndarray, y: np.ndarray | None = None) -> No
             np.savez_compressed(fh, x=x)
         else:
             np.savez_compressed(fh, x=x, y=y)
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (MNIST / Fashion-MNIST format), gzipped or not, into a numpy array.
-
-    Multi-byte values are big-endian in the file; the result is in native byte order.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such IDX file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise BadInputError(f"{path}: cannot read ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise BadInputError(f"{path}: not an IDX file (bad magic number)")
-    dtype = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise BadInputError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise BadInputError(
-            f"{path}: IDX body has {len(raw) - header} bytes, the header promises {expected}"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))

@@ -1,0 +1,461 @@
+"""Measure the INT8 export options and choose the defaults: weight range x calibration method.
+
+For every zoo member (the shipped FP32 bundle's ONNX files) and for small CNNs that are *not*
+from the zoo (other architectures, trained here for a few epochs on the zoo's
+``heldout_train`` split), export INT8 with wcx's own exporter for each of
+``{reduce_range off, on} x {minmax, percentile, entropy}`` and record the top-1 agreement with
+FP32 (ONNX Runtime's INT8 kernels, as the export check judges it, and simulated quantization,
+as TensorRT computes), the accuracy of both, and the export time. Activation ranges come from
+the ``calib`` split (a seeded sample of 1,024, the exporter's default), three times with
+different seeds (``--seeds``): the choice must not hang on one lucky sample. Agreement and
+accuracy are measured on the ``test`` split (5,000 images never used for the ranges), as
+``tools/export_zoo.py`` does. Every export runs with the gate off (``int8_min_agreement=0``) so
+that every number is measured; the 98% gate (the exporter's default) is applied here.
+
+The default is the configuration that passes the gate on the most members with every seed,
+then on the most (member, seed) pairs, then has the highest mean agreement. For the 8-bit
+configurations (first seed) it also measures each member with the graph input left unquantized
+(simulated quantization), which shows how much quantizing the input costs.
+
+One command (CPU; needs torch, ``pip install torch==2.13.0 -e ".[export]"``)::
+
+    python tools/int8_defaults.py            # about 10 minutes on 2 cores
+
+Writes ``docs/results/int8_defaults.json`` and ``.md`` (``--out DIR`` to write elsewhere). Logs go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from wcx.atomic import write_text_atomic  # noqa: E402
+from wcx.zoo import ZOO_DIR, load_manifest, split_path  # noqa: E402
+
+log = logging.getLogger("int8_defaults")
+
+GATE = 0.98
+METHODS = ("minmax", "percentile", "entropy")
+CONFIGS = [(rr, m) for rr in (False, True) for m in METHODS]
+TRAIN_SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# models that are not from the zoo
+# ---------------------------------------------------------------------------------------------
+def build_resnet(seed: int) -> Any:
+    """A small residual CNN: stem, three stages of one residual block (stride-2 convolutions
+    between stages, skip connections added), global average pool, linear. Unlike the zoo: skip
+    connections, strided convolutions instead of max pooling."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.skip = (nn.Sequential() if stride == 1 and cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.skip(x))
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 12, 3, 1, 1, bias=False), nn.BatchNorm2d(12), nn.ReLU())
+            self.stages = nn.Sequential(Block(12, 12, 1), Block(12, 24, 2), Block(24, 48, 2))
+            self.head = nn.Linear(48, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.stages(self.stem(x)).mean((2, 3)))
+
+    torch.manual_seed(seed)
+    return ResNet()
+
+
+def build_separable(seed: int) -> Any:
+    """A depthwise-separable CNN with a hidden fully connected layer: depthwise 3x3 + pointwise
+    1x1 pairs with ReLU6, stride-2 depthwise convolutions, then flatten (no global pooling),
+    Linear-ReLU-Linear. Unlike the zoo: grouped convolutions, ReLU6, a two-layer head."""
+    import torch
+    from torch import nn
+
+    def sep(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                             nn.ReLU6(), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        sep(16, 32, 2), sep(32, 32, 1), sep(32, 64, 2), sep(64, 32, 2),  # 28 -> 14 -> 7 -> 4
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+OTHER_MODELS = {"resnet_s": build_resnet, "separable_s": build_separable}
+
+
+def preprocess(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return ((x.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def train(name: str, epochs: int, mean: float, std: float) -> tuple[Any, dict[str, Any]]:
+    """Train ``name`` on the zoo's ``heldout_train`` split (5,000 images, never used for INT8
+    ranges or evaluation here): AdamW, OneCycle, batch 128, seeded."""
+    import torch
+
+    data = np.load(split_path("heldout_train"))
+    x = torch.from_numpy(preprocess(data["x"], mean, std))
+    y = torch.from_numpy(data["y"].astype(np.int64))
+    model = OTHER_MODELS[name](TRAIN_SEED)
+    steps = epochs * -(-len(x) // 128)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(TRAIN_SEED)
+    started = time.perf_counter()
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), 128):
+            idx = order[start:start + 128]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        losses.append(round(total / len(x), 4))
+    model.eval()
+    info = {"architecture": " ".join((OTHER_MODELS[name].__doc__ or "").split()),
+            "parameters": int(sum(p.numel() for p in model.parameters())), "epochs": epochs,
+            "train_split": "heldout_train (5,000 images)", "loss_per_epoch": losses,
+            "train_seconds": round(time.perf_counter() - started, 1)}
+    log.info("trained %s in %.0f s, losses %s", name, info["train_seconds"], losses)
+    return model, info
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+def export_config(members: list[str], names: list[str], out: Path, *, reduce_range: bool, method: str,
+                  mean: float, std: float, seed: int) -> dict[str, Any]:
+    """One INT8 export of every member with these options; the export report as a dict."""
+    from wcx.export import Tolerances, export_bundle
+
+    report = export_bundle(members, out, input_shape=(1, 28, 28), precision="int8",
+                           calib_data=split_path("calib"), eval_data=split_path("test"), names=names,
+                           mean=[mean], std=[std], int8_reduce_range=reduce_range, int8_calibration=method,
+                           tolerances=Tolerances(int8_min_agreement=0.0), seed=seed, overwrite=True)
+    return report.to_dict()
+
+
+def input_float_agreement(int8_path: Path, fp32_path: Path, x: np.ndarray) -> float:
+    """Top-1 agreement with FP32 of the INT8 graph with its input's Q/DQ pair removed
+    (simulated quantization: ORT's optimisations off), i.e. with the input left in float."""
+    import onnx
+
+    from wcx.export.parity import run_onnx
+
+    model = onnx.load(str(int8_path))
+    graph = model.graph
+    name = graph.input[0].name
+    q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name)
+    dqs = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]]
+    for dq in dqs:
+        for node in graph.node:
+            for i, inp in enumerate(node.input):
+                if inp == dq.output[0]:
+                    node.input[i] = name
+        graph.node.remove(dq)
+    graph.node.remove(q)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "float_input.onnx"
+        onnx.save(model, str(path))
+        candidate = run_onnx(path, x, optimize=False).argmax(1)
+    return float(np.mean(candidate == run_onnx(fp32_path, x).argmax(1)))
+
+
+def weight_extremes(path: Path) -> list[int]:
+    """[min, max] over the int8 weight initializers of a Q/DQ graph."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    values = [numpy_helper.to_array(inits[n.input[0]]).astype(np.int32) for n in model.graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == TensorProto.INT8 and len(inits[n.input[0]].dims) > 1]
+    return [int(min(v.min() for v in values)), int(max(v.max() for v in values))]
+
+
+def summarize(rows: list[dict[str, Any]], config: str) -> dict[str, Any]:
+    """One configuration over all members and seeds."""
+    mine = [r for r in rows if r["config"] == config]
+    members = list(dict.fromkeys(r["member"] for r in mine))
+    seeds = sorted({r["seed"] for r in mine})
+    agreements = [r["agreement"] for r in mine]
+    failed = {m: sum(r["agreement"] < GATE for r in mine if r["member"] == m) for m in members}
+    return {"config": config, "members": len(members), "seeds": seeds,
+            "members_always_passing": sum(n == 0 for n in failed.values()),
+            "pairs_passing": sum(a >= GATE for a in agreements), "pairs": len(agreements),
+            "min_agreement": min(agreements), "mean_agreement": round(float(np.mean(agreements)), 5),
+            "failed": {m: n for m, n in failed.items() if n},
+            "export_seconds_per_seed": round(sum(r["int8_seconds"] for r in mine) / len(seeds), 1)}
+
+
+def config_name(reduce_range: bool, method: str) -> str:
+    return f"{'7-bit' if reduce_range else '8-bit'} {method}"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    from wcx.runtime.onnxruntime_runner import cpu_description
+
+    return {"cpu": model, "flags": cpu_description(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def markdown(result: dict[str, Any]) -> str:
+    from wcx.export.precision import DEFAULT_CALIBRATION_METHOD
+
+    m = result["machine"]
+    lines = [
+        "# INT8 export defaults: weight range x calibration method",
+        "",
+        f"Made by `python tools/int8_defaults.py` ({result['seconds']:.0f} s) on {m['cpu']} ({m['flags']}; "
+        f"{m['cores']} cores, shared: load average {result['load_before']} before, {result['load_after']} "
+        f"after, other work ran beside it), onnxruntime {m['onnxruntime']}. Timings are wall-clock on that "
+        "shared machine and only indicative; agreements and accuracies do not depend on the load.",
+        "",
+        "Every member is exported to INT8 by `wcx.export.export_bundle` with each configuration: weights in "
+        "8 bits ([-127, 127], `int8_reduce_range=False`) or 7 bits ([-64, 64], onnxruntime's reduce_range), "
+        "activation ranges by onnxruntime's MinMax, Percentile (99.999%) or Entropy calibrator on a seeded "
+        "sample of 1,024 `calib` images; agreement (top-1 with FP32, ONNX Runtime's INT8 kernels: what the "
+        "export check judges) and accuracy on the 5,000 `test` images. The gate is 98% agreement. "
+        f"Zoo members: the shipped FP32 bundle's ONNX files. Not from the zoo: {', '.join(result['others'])}, "
+        "trained here (below).",
+        "",
+        "## Summary",
+        "",
+        f"Seeds of the range sample: {result['seeds']}.",
+        "",
+        "| configuration | members passing 98% with every seed | (member, seed) pairs passing | lowest agreement | "
+        "mean agreement | below the gate (member: seeds) | INT8 step s (all members, one seed) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for s in result["summary"]:
+        below = ", ".join(f"{m}: {n}" for m, n in s["failed"].items()) or "-"
+        lines.append(f"| {s['config']} | {s['members_always_passing']} / {s['members']} | "
+                     f"{s['pairs_passing']} / {s['pairs']} | {s['min_agreement']:.2%} | {s['mean_agreement']:.2%} | "
+                     f"{below} | {s['export_seconds_per_seed']:.1f} |")
+    best = result["best"]
+    lines += [
+        "",
+        f"Best by the rule (most members passing with every seed, then most pairs passing, then the highest "
+        f"mean agreement): "
+        f"**{best}**. The exporter's defaults: **{result['code_default']}** "
+        f"(`int8_reduce_range=False`, `int8_calibration={DEFAULT_CALIBRATION_METHOD!r}`)"
+        + (". They agree." if best == result["code_default"] else ". THEY DIFFER: update the defaults or say why.")
+        + "",
+        "",
+        "## Per member",
+        "",
+        "Agreement with FP32 in % (ONNX Runtime's INT8 kernels), mean over the seeds, `*n`: below the gate "
+        "with n seeds. For the default configuration and the first seed: `sim`, the agreement of simulated "
+        "quantization (ORT's optimisations off: float arithmetic on the quantized values, as TensorRT computes), "
+        "and the accuracy (FP32 -> INT8). `float input`: the simulated agreement with the graph input left "
+        "unquantized, 8-bit configurations (minmax / percentile / entropy), first seed.",
+        "",
+        "| member | " + " | ".join(result["configs"]) + " | sim | float input | accuracy |",
+        "| --- | " + " | ".join("---:" for _ in result["configs"]) + " | ---: | ---: | ---: |",
+    ]
+    first = result["seeds"][0]
+    by_member: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in result["rows"]:
+        if r["seed"] == first:
+            by_member.setdefault(r["member"], {})[r["config"]] = r
+    for member, rows in by_member.items():
+        d = rows[result["code_default"]]
+        cells = []
+        for c in result["configs"]:
+            values = [r["agreement"] for r in result["rows"] if r["member"] == member and r["config"] == c]
+            below = sum(a < GATE for a in values)
+            cells.append(f"{100 * float(np.mean(values)):.2f}" + (f" *{below}" if below else ""))
+        floats = " / ".join(f"{rows[config_name(False, m)]['input_float_agreement']:.2%}".replace("%", "")
+                            for m in METHODS)
+        lines.append(f"| {member} | " + " | ".join(cells) + f" | {d['agreement_simulated']:.2%} | "
+                     f"{floats} | {d['fp32_accuracy']:.2%} -> {d['int8_accuracy']:.2%} |")
+    lines += ["", "## Models not from the zoo", ""]
+    for name, info in result["others"].items():
+        lines.append(f"- `{name}`: {info['architecture']} {info['parameters']:,} parameters, {info['epochs']} epochs "
+                     f"on {info['train_split']}, loss per epoch {info['loss_per_epoch']}, "
+                     f"{info['train_seconds']:.0f} s.")
+    lines += ["", "## Findings", ""] + [f"- {f}" for f in result["findings"]] + [""]
+    return "\n".join(lines)
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """Plain statements computed from the numbers (the markdown adds no claim of its own)."""
+    rows = result["rows"]
+    out = []
+    by = {s["config"]: s for s in result["summary"]}
+    for method in METHODS:
+        full, reduced = by[config_name(False, method)], by[config_name(True, method)]
+        out.append(f"{method}: with 8-bit weights {full['pairs_passing']}/{full['pairs']} (member, seed) pairs pass "
+                   f"(mean agreement {full['mean_agreement']:.2%}), with 7-bit weights "
+                   f"{reduced['pairs_passing']}/{reduced['pairs']} ({reduced['mean_agreement']:.2%}).")
+    default = result["code_default"]
+    mine = [r for r in rows if r["config"] == default]
+    gap = max(abs(r["agreement"] - r["agreement_simulated"]) for r in mine)
+    out.append(f"Default configuration: ONNX Runtime's INT8 kernels and simulated quantization differ by at most "
+               f"{gap:.2%} agreement on this CPU ({result['machine']['flags']}).")
+    failing = [r for r in mine if r["agreement"] < GATE and "input_float_agreement" in r]
+    for r in failing:
+        mine_all = [x for x in rows if x["member"] == r["member"] and x["seed"] == r["seed"]]
+        best = max(mine_all, key=lambda x: x["agreement"])
+        floats = ", ".join(f"{x['calibration']} {x['input_float_agreement']:.2%}" for x in mine_all
+                           if not x["reduce_range"])
+        out.append(f"{r['member']} (seed {r['seed']}) stays below the gate in the default configuration "
+                   f"({r['agreement']:.2%}; "
+                   f"best of all configurations {best['agreement']:.2%}, {best['config']}). With its input "
+                   f"left in float (simulated, 8-bit weights): {floats}.")
+    ranges = {r["config"]: r["weight_range"] for r in rows}
+    out.append("int8 weight values seen: " + "; ".join(f"{c} {ranges[c]}" for c in result["configs"]) + ".")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results", help="folder for the .json and .md")
+    parser.add_argument("--members", nargs="*", default=None, help="zoo members (default: all 15)")
+    parser.add_argument("--others", nargs="*", default=list(OTHER_MODELS), choices=list(OTHER_MODELS),
+                        help="models not from the zoo to train and measure")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs of the models not from the zoo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the range sample")
+    parser.add_argument("--from-json", type=Path, default=None, help=(
+        "measure nothing: read an earlier int8_defaults.json and write the summary, choice and report again "
+        "(after the exporter's defaults changed)"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.from_json is not None:
+        return finish(json.loads(args.from_json.read_text()), args.out)
+    import torch
+
+    from wcx.export import export_bundle
+
+    started = time.perf_counter()
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    manifest = load_manifest()
+    mean, std = float(manifest["preprocess"]["mean"][0]), float(manifest["preprocess"]["std"][0])
+    zoo_names = args.members or [m["name"] for m in manifest["members"]]
+    fp32_dir = ZOO_DIR / "bundles" / "fp32" / "members"
+    test = np.load(split_path("test"))
+    x_test = preprocess(test["x"], mean, std)
+    with tempfile.TemporaryDirectory(prefix="int8-defaults-") as tmp:
+        root = Path(tmp)
+        torch.manual_seed(TRAIN_SEED)
+        others: dict[str, dict[str, Any]] = {}
+        modules = []
+        for name in args.others:
+            module, info = train(name, args.epochs, mean, std)
+            others[name] = info
+            modules.append(module)
+        fp32_paths = {n: fp32_dir / f"{n}.onnx" for n in zoo_names}
+        if modules:  # FP32 ONNX once (checked against PyTorch), then used as ONNX members below
+            export_bundle(modules, root / "others_fp32", input_shape=(1, 28, 28), names=list(args.others),
+                          mean=[mean], std=[std], calib_data=split_path("calib"))
+            fp32_paths.update({n: root / "others_fp32" / "members" / f"{n}.onnx" for n in args.others})
+        names = list(fp32_paths)
+        rows: list[dict[str, Any]] = []
+        for (reduce_range, method), seed in [(c, s) for s in args.seeds for c in CONFIGS]:
+            config = config_name(reduce_range, method)
+            t0 = time.perf_counter()
+            out = root / "int8"
+            report = export_config([str(fp32_paths[n]) for n in names], names, out, reduce_range=reduce_range,
+                                   method=method, mean=mean, std=std, seed=seed)
+            log.info("%s, seed %d: %d members in %.0f s", config, seed, len(names), time.perf_counter() - t0)
+            for m in report["members"]:
+                check = m["checks"]["int8"]
+                row = {
+                    "member": m["name"], "zoo": m["name"] in zoo_names, "config": config, "seed": seed,
+                    "reduce_range": reduce_range, "calibration": method,
+                    "agreement": check["eval"]["top1_agreement"],
+                    "agreement_simulated": check["eval_simulated"]["top1_agreement"],
+                    "fp32_accuracy": check["eval"]["reference_accuracy"],
+                    "int8_accuracy": check["eval"]["candidate_accuracy"],
+                    "int8_seconds": check["seconds"],
+                    "quantize_seconds": check["quantization"].get("seconds"),
+                    "member_seconds": m["seconds"],
+                    "range_samples": check["range_samples"],
+                    "weight_range": weight_extremes(out / "members" / f"{m['name']}.onnx"),
+                }
+                if not reduce_range and seed == args.seeds[0]:
+                    row["input_float_agreement"] = input_float_agreement(
+                        out / "members" / f"{m['name']}.onnx", fp32_paths[m["name"]], x_test)
+                rows.append(row)
+    result: dict[str, Any] = {
+        "tool": "tools/int8_defaults.py", "gate": GATE, "machine": machine(), "load_before": load_before,
+        "load_after": [round(v, 2) for v in os.getloadavg()], "seconds": round(time.perf_counter() - started, 1),
+        "configs": [config_name(rr, m) for rr, m in CONFIGS], "seeds": args.seeds, "others": others, "rows": rows,
+        "data": {"ranges": "calib split, seeded sample of 1,024 per seed", "eval": "test split, 5,000 images"},
+    }
+    return finish(result, args.out)
+
+
+def finish(result: dict[str, Any], out: Path) -> int:
+    """Summarize the measured ``result`` (its ``rows``), choose, compare with the exporter's
+    defaults, write the .json and .md into ``out`` and print the summary."""
+    from wcx.export.precision import DEFAULT_CALIBRATION_METHOD
+
+    summary = [summarize(result["rows"], c) for c in result["configs"]]
+    best = max(summary, key=lambda s: (s["members_always_passing"], s["pairs_passing"],
+                                       s["mean_agreement"]))["config"]
+    result.update(summary=summary, best=best, code_default=config_name(False, DEFAULT_CALIBRATION_METHOD))
+    result["findings"] = findings(result)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "int8_defaults.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "int8_defaults.md", markdown(result))
+    for s in summary:
+        print(f"{s['config']:18s} always {s['members_always_passing']}/{s['members']}  pairs "
+              f"{s['pairs_passing']}/{s['pairs']}  min {s['min_agreement']:.2%}  mean {s['mean_agreement']:.2%}  "
+              f"below: {s['failed'] or '-'}")
+    print(f"best: {best}; code default: {result['code_default']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
