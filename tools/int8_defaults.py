@@ -1,4 +1,5 @@
-"""Measure the INT8 export options and choose the defaults: weight range x calibration method.
+"""Measure the INT8 export options and choose the defaults: weight range x calibration method,
+and which layers stay in float.
 
 For every zoo member (the shipped FP32 bundle's ONNX files) and for small CNNs that are *not*
 from the zoo (other architectures, trained here for a few epochs on the zoo's
@@ -12,14 +13,26 @@ accuracy are measured on the ``test`` split (5,000 images never used for the ran
 ``tools/export_zoo.py`` does. Every export runs with the gate off (``int8_min_agreement=0``) so
 that every number is measured; the 98% gate (the exporter's default) is applied here.
 
-The default is the configuration that passes the gate on the most members with every seed,
-then on the most (member, seed) pairs, then has the highest mean agreement. For the 8-bit
-configurations (first seed) it also measures each member with the graph input left unquantized
-(simulated quantization), which shows how much quantizing the input costs.
+Two studies (``--study``):
+
+* ``ranges``: weight range x calibration method. The default is the configuration that passes
+  the gate on the most members with every seed, then on the most (member, seed) pairs, then has
+  the highest mean agreement. For the 8-bit configurations (first seed) it also measures each
+  member with the graph input left unquantized (simulated quantization, by removing the input's
+  Q/DQ pair), which shows how much quantizing the input costs.
+* ``float-layers``: the exporter's weight range and calibration method with the layers of
+  :data:`FLOAT_LAYER_CONFIGS` kept in float32 by the exporter (``int8_float_layers``), the share of
+  each member's MACs they hold, and the ONNX Runtime latency at batch 32 of
+  :data:`LATENCY_MEMBERS` (FP32 and each INT8 graph). The rule (:func:`choose_float_layers`): the
+  configuration with the fewest MACs in float among those that pass the gate on every member with
+  every seed, if its latency costs at most :data:`LATENCY_LIMIT`; else none.
 
 One command (CPU; needs torch, ``pip install torch==2.13.0 -e ".[export]"``)::
 
-    python tools/int8_defaults.py            # about 10 minutes on 2 cores
+    python tools/int8_defaults.py                        # both, about 25 minutes on 2 cores
+    python tools/int8_defaults.py --study float-layers   # about 10 minutes; keeps the ranges results
+
+The models not from the zoo are trained once and kept in ``--cache`` for later runs.
 
 Writes ``docs/results/int8_defaults.json`` and ``.md`` (``--out DIR`` to write elsewhere). Logs go
 to stderr.
@@ -35,6 +48,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from wcx.atomic import write_text_atomic  # noqa: E402
+from wcx.atomic import atomic_write, write_text_atomic  # noqa: E402
 from wcx.zoo import ZOO_DIR, load_manifest, split_path  # noqa: E402
 
 log = logging.getLogger("int8_defaults")
@@ -53,6 +67,13 @@ GATE = 0.98
 METHODS = ("minmax", "percentile", "entropy")
 CONFIGS = [(rr, m) for rr in (False, True) for m in METHODS]
 TRAIN_SEED = 0
+#: the float-layers study's configurations (``int8_float_layers``)
+FLOAT_LAYER_CONFIGS: list[tuple[str, ...]] = [(), ("first",), ("last",), ("first", "last")]
+#: members whose latency the float-layers study measures: the one with the largest share of its
+#: MACs in the first layer (the smallest) and the largest
+LATENCY_MEMBERS = ("b0_s0", "b4_s0")
+#: the largest latency ratio (INT8 with float layers / INT8 without) that counts as a small cost
+LATENCY_LIMIT = 1.10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,14 +181,15 @@ def train(name: str, epochs: int, mean: float, std: float) -> tuple[Any, dict[st
 # measuring
 # ---------------------------------------------------------------------------------------------
 def export_config(members: list[str], names: list[str], out: Path, *, reduce_range: bool, method: str,
-                  mean: float, std: float, seed: int) -> dict[str, Any]:
+                  mean: float, std: float, seed: int, float_layers: tuple[str, ...]) -> dict[str, Any]:
     """One INT8 export of every member with these options; the export report as a dict."""
     from wcx.export import Tolerances, export_bundle
 
     report = export_bundle(members, out, input_shape=(1, 28, 28), precision="int8",
                            calib_data=split_path("calib"), eval_data=split_path("test"), names=names,
                            mean=[mean], std=[std], int8_reduce_range=reduce_range, int8_calibration=method,
-                           tolerances=Tolerances(int8_min_agreement=0.0), seed=seed, overwrite=True)
+                           int8_float_layers=float_layers, tolerances=Tolerances(int8_min_agreement=0.0),
+                           seed=seed, overwrite=True)
     return report.to_dict()
 
 
@@ -229,6 +251,11 @@ def config_name(reduce_range: bool, method: str) -> str:
     return f"{'7-bit' if reduce_range else '8-bit'} {method}"
 
 
+def layers_name(layers: tuple[str, ...] | list[str]) -> str:
+    """``int8_float_layers`` as written on the command line: ``none``, ``first``, ``first,last``."""
+    return ",".join(layers) or "none"
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -250,16 +277,29 @@ def machine() -> dict[str, Any]:
 # report
 # ---------------------------------------------------------------------------------------------
 def markdown(result: dict[str, Any]) -> str:
+    """The report: the float-layers study (if measured), then the weight range x method study."""
+    lines = ["# INT8 export defaults", "",
+             "Two studies by `tools/int8_defaults.py`: which layers INT8 export keeps in float, and which weight "
+             "range and calibration method it uses.", ""]
+    if "float_layers" in result:
+        lines += float_layers_markdown(result["float_layers"]) + [""]
+    if "rows" in result:
+        lines += ranges_markdown(result)
+    return "\n".join(lines)
+
+
+def ranges_markdown(result: dict[str, Any]) -> list[str]:
     from wcx.export.precision import DEFAULT_CALIBRATION_METHOD
 
     m = result["machine"]
+    in_float = result.get("float_layers_in_ranges", [])  # absent: measured before the option existed
     lines = [
-        "# INT8 export defaults: weight range x calibration method",
+        "## Weight range x calibration method",
         "",
-        f"Made by `python tools/int8_defaults.py` ({result['seconds']:.0f} s) on {m['cpu']} ({m['flags']}; "
-        f"{m['cores']} cores, shared: load average {result['load_before']} before, {result['load_after']} "
-        f"after, other work ran beside it), onnxruntime {m['onnxruntime']}. Timings are wall-clock on that "
-        "shared machine and only indicative; agreements and accuracies do not depend on the load.",
+        f"Made by `python tools/int8_defaults.py --study ranges` ({result['seconds']:.0f} s) on {m['cpu']} "
+        f"({m['flags']}; {m['cores']} cores, shared: load average {result['load_before']} before, "
+        f"{result['load_after']} after, other work ran beside it), onnxruntime {m['onnxruntime']}. Timings are "
+        "wall-clock on that shared machine and only indicative; agreements and accuracies do not depend on the load.",
         "",
         "Every member is exported to INT8 by `wcx.export.export_bundle` with each configuration: weights in "
         "8 bits ([-127, 127], `int8_reduce_range=False`) or 7 bits ([-64, 64], onnxruntime's reduce_range), "
@@ -267,9 +307,10 @@ def markdown(result: dict[str, Any]) -> str:
         "sample of 1,024 `calib` images; agreement (top-1 with FP32, ONNX Runtime's INT8 kernels: what the "
         "export check judges) and accuracy on the 5,000 `test` images. The gate is 98% agreement. "
         f"Zoo members: the shipped FP32 bundle's ONNX files. Not from the zoo: {', '.join(result['others'])}, "
-        "trained here (below).",
+        "trained here (below). Layers kept in float in this study: "
+        f"{layers_name(in_float) if in_float else 'none (every layer quantized)'}.",
         "",
-        "## Summary",
+        "### Summary",
         "",
         f"Seeds of the range sample: {result['seeds']}.",
         "",
@@ -292,7 +333,7 @@ def markdown(result: dict[str, Any]) -> str:
         + (". They agree." if best == result["code_default"] else ". THEY DIFFER: update the defaults or say why.")
         + "",
         "",
-        "## Per member",
+        "### Per member",
         "",
         "Agreement with FP32 in % (ONNX Runtime's INT8 kernels), mean over the seeds, `*n`: below the gate "
         "with n seeds. For the default configuration and the first seed: `sim`, the agreement of simulated "
@@ -316,16 +357,142 @@ def markdown(result: dict[str, Any]) -> str:
             below = sum(a < GATE for a in values)
             cells.append(f"{100 * float(np.mean(values)):.2f}" + (f" *{below}" if below else ""))
         floats = " / ".join(f"{rows[config_name(False, m)]['input_float_agreement']:.2%}".replace("%", "")
-                            for m in METHODS)
+                            if "input_float_agreement" in rows[config_name(False, m)] else "-" for m in METHODS)
         lines.append(f"| {member} | " + " | ".join(cells) + f" | {d['agreement_simulated']:.2%} | "
                      f"{floats} | {d['fp32_accuracy']:.2%} -> {d['int8_accuracy']:.2%} |")
-    lines += ["", "## Models not from the zoo", ""]
-    for name, info in result["others"].items():
-        lines.append(f"- `{name}`: {info['architecture']} {info['parameters']:,} parameters, {info['epochs']} epochs "
-                     f"on {info['train_split']}, loss per epoch {info['loss_per_epoch']}, "
-                     f"{info['train_seconds']:.0f} s.")
-    lines += ["", "## Findings", ""] + [f"- {f}" for f in result["findings"]] + [""]
-    return "\n".join(lines)
+    lines += ["", "### Models not from the zoo", ""] + others_lines(result["others"])
+    lines += ["", "### Findings", ""] + [f"- {f}" for f in result["findings"]] + [""]
+    return lines
+
+
+def others_lines(others: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"- `{name}`: {info['architecture']} {info['parameters']:,} parameters, {info['epochs']} epochs "
+            f"on {info['train_split']}, loss per epoch {info['loss_per_epoch']}, {info['train_seconds']:.0f} s."
+            for name, info in others.items()]
+
+
+def choose_float_layers(study: dict[str, Any]) -> dict[str, Any]:
+    """The rule: among the configurations that pass the gate on every member with every seed, the
+    one with the smallest largest share of MACs in float; it is chosen if keeping those layers in
+    float costs at most :data:`LATENCY_LIMIT` in measured latency on every latency member, else
+    ``none`` (the option stays an option). Returns the configuration and the reason."""
+    by = {s["config"]: s for s in study["summary"]}
+    passing = [c for c in study["configs"] if by[c]["members_always_passing"] == by[c]["members"]]
+    if "none" in passing:
+        return {"config": "none", "reason": "every member passes with every seed with every layer quantized"}
+    if not passing:
+        return {"config": "none", "reason": "no configuration passes the gate on every member with every seed"}
+
+    def largest_share(config: str) -> float:
+        return max(r["float_macs_share"] for r in study["rows"] if r["config"] == config)
+
+    best = min(passing, key=largest_share)
+    ratios = {lat["member"]: lat["median_ms"][f"int8 {best}"] / lat["median_ms"]["int8 none"]
+              for lat in study["latency"]}
+    worst = max(ratios.values(), default=1.0)
+    if worst > LATENCY_LIMIT:
+        return {"config": "none", "candidate": best, "latency_ratio": round(worst, 3), "reason": (
+            f"{best} passes everywhere but costs {worst:.2f}x the latency of the fully quantized graph "
+            f"(limit {LATENCY_LIMIT:.2f}x)")}
+    return {"config": best, "latency_ratio": round(worst, 3), "largest_float_macs_share": largest_share(best),
+            "reason": (f"the configuration with the fewest MACs in float (at most {largest_share(best):.1%} of a "
+                       f"member's) that passes the gate on every member with every seed; latency "
+                       f"{worst:.2f}x the fully quantized graph's at most (limit {LATENCY_LIMIT:.2f}x)")}
+
+
+def float_layers_markdown(study: dict[str, Any]) -> list[str]:
+    m = study["machine"]
+    lines = [
+        "## Layers kept in float",
+        "",
+        f"Made by `python tools/int8_defaults.py --study float-layers` ({study['seconds']:.0f} s, "
+        f"{study['total_seconds']:.0f} s with training the models not from the zoo) on {m['cpu']} ({m['flags']}; "
+        f"{m['cores']} cores, shared: load average {study['load_before']} before, {study['load_after']} after, "
+        f"other work ran beside it), onnxruntime {m['onnxruntime']}. Timings are wall-clock on that shared "
+        "machine and only indicative; agreements and accuracies do not depend on the load.",
+        "",
+        "Every member is exported to INT8 by `wcx.export.export_bundle` with 8-bit weights and MinMax ranges "
+        "on a seeded sample of 1,024 `calib` images (the exporter's defaults, chosen below), with "
+        "`int8_float_layers` = none (every layer quantized), first (the graph input and the first layer in "
+        "float: onnxruntime's `nodes_to_exclude`), last (the layer that makes the logits in float) or "
+        "first,last; agreement (top-1 with FP32, ONNX Runtime's INT8 kernels, what the export check judges) "
+        "and accuracy on the 5,000 `test` images; gate 98%. Seeds of the range sample: "
+        f"{study['seeds']}. Same members as below.",
+        "",
+        "| int8_float_layers | members passing 98% with every seed | (member, seed) pairs passing | "
+        "lowest agreement | mean agreement | below the gate (member: seeds) | MACs in float (share, range over "
+        "members) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for s in study["summary"]:
+        shares = [r["float_macs_share"] for r in study["rows"] if r["config"] == s["config"]]
+        below = ", ".join(f"{k}: {n}" for k, n in s["failed"].items()) or "-"
+        lines.append(f"| {s['config']} | {s['members_always_passing']} / {s['members']} | "
+                     f"{s['pairs_passing']} / {s['pairs']} | {s['min_agreement']:.2%} | {s['mean_agreement']:.2%} | "
+                     f"{below} | {min(shares):.2%} to {max(shares):.2%} |")
+    choice = study["choice"]
+    lines += [
+        "",
+        f"Chosen by the rule (among the configurations that pass on every member with every seed, the one "
+        f"with the fewest MACs in float, if its latency is at most {LATENCY_LIMIT:.2f}x the fully quantized "
+        f"graph's): **{choice['config']}** ({choice['reason']}). The exporter's default: "
+        f"**{study['code_default']}**"
+        + (". They agree." if choice["config"] == study["code_default"] else
+           ". THEY DIFFER: update the default or say why."),
+        "",
+        "Per member: agreement with FP32 in %, each seed (`*`: below the gate); MACs in float with `first` "
+        "and `last`; accuracy FP32 -> INT8 (first seed) without and with the first layer in float.",
+        "",
+        "| member | " + " | ".join(study["configs"]) + " | MACs first / last | accuracy none / first |",
+        "| --- | " + " | ".join("---" for _ in study["configs"]) + " | ---: | --- |",
+    ]
+    members = list(dict.fromkeys(r["member"] for r in study["rows"]))
+    first_seed = study["seeds"][0]
+    for member in members:
+        mine = [r for r in study["rows"] if r["member"] == member]
+        cells = []
+        for config in study["configs"]:
+            values = [r["agreement"] for r in mine if r["config"] == config]
+            cells.append(" / ".join(f"{100 * v:.2f}" + ("*" if v < GATE else "") for v in values))
+        one = {r["config"]: r for r in mine if r["seed"] == first_seed}
+        lines.append(f"| {member} | " + " | ".join(cells) + f" | {one['first']['float_macs_share']:.2%} / "
+                     f"{one['last']['float_macs_share']:.2%} | {one['none']['fp32_accuracy']:.2%} -> "
+                     f"{one['none']['int8_accuracy']:.2%} / {one['first']['int8_accuracy']:.2%} |")
+    lines += ["", "Latency on ONNX Runtime (CPU, the onnxruntime backend's session options, batch 32 test images, "
+              "median ms of interleaved runs; p90 in brackets):", "",
+              "| member | " + " | ".join(study["latency"][0]["median_ms"]) + " |",
+              "| --- | " + " | ".join("---:" for _ in study["latency"][0]["median_ms"]) + " |"]
+    for lat in study["latency"]:
+        lines.append(f"| {lat['member']} ({lat['rounds']} runs) | " + " | ".join(
+            f"{v:.3f} ({lat['p90_ms'][k]:.3f})" for k, v in lat["median_ms"].items()) + " |")
+    lines += ["", "### Findings", ""] + [f"- {f}" for f in study["findings"]]
+    return lines
+
+
+def float_layers_findings(study: dict[str, Any]) -> list[str]:
+    """Plain statements computed from the float-layers study's numbers."""
+    by = {s["config"]: s for s in study["summary"]}
+    out = []
+    for config in study["configs"]:
+        s = by[config]
+        out.append(f"{config}: {s['members_always_passing']}/{s['members']} members pass with every seed, "
+                   f"{s['pairs_passing']}/{s['pairs']} (member, seed) pairs, lowest {s['min_agreement']:.2%}, "
+                   f"mean {s['mean_agreement']:.2%}.")
+    rows = {(r["member"], r["seed"], r["config"]): r for r in study["rows"]}
+    for config in study["configs"]:
+        if config == "none":
+            continue
+        gains = [rows[(mm, sd, config)]["agreement"] - r["agreement"]
+                 for (mm, sd, c), r in rows.items() if c == "none"]
+        out.append(f"{config} vs none, per (member, seed): agreement change from {min(gains):+.2%} to "
+                   f"{max(gains):+.2%}, mean {float(np.mean(gains)):+.2%}.")
+    for lat in study["latency"]:
+        base = lat["median_ms"]["int8 none"]
+        ratios = ", ".join(f"{k.removeprefix('int8 ')} {v / base:.2f}x" for k, v in lat["median_ms"].items()
+                           if k.startswith("int8 ") and k != "int8 none")
+        out.append(f"{lat['member']} at batch 32: INT8 {base:.3f} ms (FP32 {lat['median_ms']['fp32']:.3f} ms); "
+                   f"with float layers: {ratios} of the fully quantized graph.")
+    return out
 
 
 def findings(result: dict[str, Any]) -> list[str]:
@@ -358,14 +525,204 @@ def findings(result: dict[str, Any]) -> list[str]:
     return out
 
 
+@dataclass
+class Members:
+    """The members every study exports: FP32 ONNX files by name (zoo first, then the others)."""
+
+    fp32_paths: dict[str, Path]
+    zoo_names: list[str]
+    others: dict[str, dict[str, Any]]
+    mean: float
+    std: float
+    x_test: np.ndarray
+
+
+def prepare_members(args: argparse.Namespace, root: Path) -> Members:
+    """The zoo's FP32 members and the others, trained here and exported to FP32 ONNX in ``root``.
+
+    The others' FP32 ONNX files and training records are kept in ``args.cache`` (by name, epochs
+    and torch version) and taken from there when present: training is seeded, so a rerun would
+    make the same models (the losses per epoch show it)."""
+    import torch
+
+    from wcx.export import export_bundle
+
+    manifest = load_manifest()
+    mean, std = float(manifest["preprocess"]["mean"][0]), float(manifest["preprocess"]["std"][0])
+    zoo_names = args.members or [m["name"] for m in manifest["members"]]
+    fp32_dir = ZOO_DIR / "bundles" / "fp32" / "members"
+    x_test = preprocess(np.load(split_path("test"))["x"], mean, std)
+    fp32_paths = {n: fp32_dir / f"{n}.onnx" for n in zoo_names}
+    others: dict[str, dict[str, Any]] = {}
+    to_train = []
+    for name in args.others:
+        key = Path(args.cache) / f"{name}.e{args.epochs}.torch{torch.__version__}" if args.cache else None
+        if key is not None and (key / "info.json").is_file():
+            others[name] = json.loads((key / "info.json").read_text())
+            fp32_paths[name] = key / "model.onnx"
+            log.info("%s: the FP32 model trained earlier, from %s", name, key)
+        else:
+            to_train.append((name, key))
+    torch.manual_seed(TRAIN_SEED)
+    modules = []
+    for name, _ in to_train:
+        module, info = train(name, args.epochs, mean, std)
+        others[name] = info
+        modules.append(module)
+    if modules:  # FP32 ONNX once (checked against PyTorch), then used as ONNX members below
+        names = [name for name, _ in to_train]
+        export_bundle(modules, root / "others_fp32", input_shape=(1, 28, 28), names=names,
+                      mean=[mean], std=[std], calib_data=split_path("calib"))
+        for name, key in to_train:
+            fp32_paths[name] = root / "others_fp32" / "members" / f"{name}.onnx"
+            if key is not None:
+                key.mkdir(parents=True, exist_ok=True)
+                with atomic_write(key / "model.onnx") as tmp:
+                    tmp.write_bytes(fp32_paths[name].read_bytes())
+                write_text_atomic(key / "info.json", json.dumps(others[name], indent=2) + "\n")
+    others = {name: others[name] for name in args.others}
+    return Members(fp32_paths, zoo_names, others, mean, std, x_test)
+
+
+def measure_ranges(members: Members, root: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    """The weight range x calibration method study: one row per (configuration, seed, member)."""
+    from wcx.export.precision import DEFAULT_FLOAT_LAYERS, check_float_layers
+
+    default_layers = check_float_layers(DEFAULT_FLOAT_LAYERS)
+    names = list(members.fp32_paths)
+    rows: list[dict[str, Any]] = []
+    for (reduce_range, method), seed in [(c, s) for s in seeds for c in CONFIGS]:
+        config = config_name(reduce_range, method)
+        t0 = time.perf_counter()
+        out = root / "int8"
+        report = export_config([str(members.fp32_paths[n]) for n in names], names, out, reduce_range=reduce_range,
+                               method=method, mean=members.mean, std=members.std, seed=seed,
+                               float_layers=default_layers)
+        log.info("%s, seed %d: %d members in %.0f s", config, seed, len(names), time.perf_counter() - t0)
+        for m in report["members"]:
+            check = m["checks"]["int8"]
+            row = {
+                "member": m["name"], "zoo": m["name"] in members.zoo_names, "config": config, "seed": seed,
+                "reduce_range": reduce_range, "calibration": method,
+                "agreement": check["eval"]["top1_agreement"],
+                "agreement_simulated": check["eval_simulated"]["top1_agreement"],
+                "fp32_accuracy": check["eval"]["reference_accuracy"],
+                "int8_accuracy": check["eval"]["candidate_accuracy"],
+                "int8_seconds": check["seconds"],
+                "quantize_seconds": check["quantization"].get("seconds"),
+                "member_seconds": m["seconds"],
+                "range_samples": check["range_samples"],
+                "weight_range": weight_extremes(out / "members" / f"{m['name']}.onnx"),
+            }
+            if not reduce_range and seed == seeds[0] and not default_layers:
+                row["input_float_agreement"] = input_float_agreement(
+                    out / "members" / f"{m['name']}.onnx", members.fp32_paths[m["name"]], members.x_test)
+            rows.append(row)
+    return rows
+
+
+def float_macs_share(path: Path, float_nodes: list[str]) -> float:
+    """The share of a member's MACs in the nodes kept in float (counted on its Q/DQ graph, whose
+    counted nodes keep their names and shapes)."""
+    from wcx.export.macs import count_macs
+
+    count = count_macs(path)
+    return sum(count.by_node.get(n, 0) for n in float_nodes) / count.total
+
+
+def measure_float_layers(members: Members, root: Path,
+                         seeds: list[int]) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """The float-layers study: the exporter's weight range and calibration method with each of
+    :data:`FLOAT_LAYER_CONFIGS`; one row per (configuration, seed, member). Also returns the first
+    seed's INT8 bundles by configuration (for the latency measurement)."""
+    from wcx.export.precision import DEFAULT_CALIBRATION_METHOD
+
+    names = list(members.fp32_paths)
+    rows: list[dict[str, Any]] = []
+    bundles: dict[str, Path] = {}
+    for seed in seeds:
+        for layers in FLOAT_LAYER_CONFIGS:
+            config = layers_name(layers)
+            t0 = time.perf_counter()
+            out = root / f"int8_{config.replace(',', '_')}_{seed}"
+            report = export_config([str(members.fp32_paths[n]) for n in names], names, out, reduce_range=False,
+                                   method=DEFAULT_CALIBRATION_METHOD, mean=members.mean, std=members.std, seed=seed,
+                                   float_layers=layers)
+            log.info("float layers %s, seed %d: %d members in %.0f s", config, seed, len(names),
+                     time.perf_counter() - t0)
+            if seed == seeds[0]:
+                bundles[config] = out
+            for m in report["members"]:
+                check = m["checks"]["int8"]
+                nodes = check["quantization"]["float_nodes"]
+                rows.append({
+                    "member": m["name"], "zoo": m["name"] in members.zoo_names, "config": config, "seed": seed,
+                    "float_layers": list(layers), "float_nodes": nodes,
+                    "float_macs_share": round(float_macs_share(out / "members" / f"{m['name']}.onnx", nodes), 5),
+                    "agreement": check["eval"]["top1_agreement"],
+                    "agreement_simulated": check["eval_simulated"]["top1_agreement"],
+                    "fp32_accuracy": check["eval"]["reference_accuracy"],
+                    "int8_accuracy": check["eval"]["candidate_accuracy"],
+                    "int8_seconds": check["seconds"],
+                })
+    return rows, bundles
+
+
+def measure_latency(bundles: dict[str, Path], fp32_paths: dict[str, Path], members: list[str], *, batch: int,
+                    rounds: int, x: np.ndarray) -> list[dict[str, Any]]:
+    """Median ms per batch of ``batch`` test images on ONNX Runtime (the onnxruntime backend's
+    session options: all optimisations, sequential, no spinning), FP32 and each INT8
+    configuration, measured in interleaved rounds so that load from other work hits all alike."""
+    import onnxruntime as ort
+
+    def session(path: Path) -> Any:
+        opts = ort.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    batch_x = np.ascontiguousarray(x[:batch])
+    out = []
+    for member in members:
+        paths = {"fp32": fp32_paths[member], **{f"int8 {c}": b / "members" / f"{member}.onnx"
+                                                  for c, b in bundles.items()}}
+        sessions = {k: session(p) for k, p in paths.items()}
+        names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+        times: dict[str, list[float]] = {k: [] for k in sessions}
+        for k, s in sessions.items():  # warm-up
+            for _ in range(5):
+                s.run(None, {names[k]: batch_x})
+        for _ in range(rounds):
+            for k, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, {names[k]: batch_x})
+                times[k].append(1000 * (time.perf_counter() - t0))
+        out.append({"member": member, "batch": batch, "rounds": rounds,
+                    "median_ms": {k: round(float(np.median(v)), 4) for k, v in times.items()},
+                    "p90_ms": {k: round(float(np.percentile(v, 90)), 4) for k, v in times.items()}})
+        log.info("latency %s: %s", member, out[-1]["median_ms"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results", help="folder for the .json and .md")
+    parser.add_argument("--study", choices=("all", "ranges", "float-layers"), default="all", help=(
+        "ranges: weight range x calibration method (about 14 min); float-layers: the default with layers kept "
+        "in float (about 10 min); a single study keeps the other's results from OUT/int8_defaults.json"))
     parser.add_argument("--members", nargs="*", default=None, help="zoo members (default: all 15)")
     parser.add_argument("--others", nargs="*", default=list(OTHER_MODELS), choices=list(OTHER_MODELS),
                         help="models not from the zoo to train and measure")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the models not from the zoo")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "wcx-int8-defaults"), help=(
+        "folder that keeps the trained models not from the zoo for the next run ('' to train them again)"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the range sample")
+    parser.add_argument("--latency-members", nargs="*", default=list(LATENCY_MEMBERS),
+                        help="members whose ONNX Runtime latency is measured in the float-layers study")
+    parser.add_argument("--latency-rounds", type=int, default=300, help="timed runs per graph and member")
     parser.add_argument("--from-json", type=Path, default=None, help=(
         "measure nothing: read an earlier int8_defaults.json and write the summary, choice and report again "
         "(after the exporter's defaults changed)"))
@@ -373,87 +730,71 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.from_json is not None:
         return finish(json.loads(args.from_json.read_text()), args.out)
-    import torch
-
-    from wcx.export import export_bundle
-
-    started = time.perf_counter()
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    manifest = load_manifest()
-    mean, std = float(manifest["preprocess"]["mean"][0]), float(manifest["preprocess"]["std"][0])
-    zoo_names = args.members or [m["name"] for m in manifest["members"]]
-    fp32_dir = ZOO_DIR / "bundles" / "fp32" / "members"
-    test = np.load(split_path("test"))
-    x_test = preprocess(test["x"], mean, std)
+    previous = args.out / "int8_defaults.json"
+    result: dict[str, Any] = json.loads(previous.read_text()) if args.study != "all" and previous.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="int8-defaults-") as tmp:
         root = Path(tmp)
-        torch.manual_seed(TRAIN_SEED)
-        others: dict[str, dict[str, Any]] = {}
-        modules = []
-        for name in args.others:
-            module, info = train(name, args.epochs, mean, std)
-            others[name] = info
-            modules.append(module)
-        fp32_paths = {n: fp32_dir / f"{n}.onnx" for n in zoo_names}
-        if modules:  # FP32 ONNX once (checked against PyTorch), then used as ONNX members below
-            export_bundle(modules, root / "others_fp32", input_shape=(1, 28, 28), names=list(args.others),
-                          mean=[mean], std=[std], calib_data=split_path("calib"))
-            fp32_paths.update({n: root / "others_fp32" / "members" / f"{n}.onnx" for n in args.others})
-        names = list(fp32_paths)
-        rows: list[dict[str, Any]] = []
-        for (reduce_range, method), seed in [(c, s) for s in args.seeds for c in CONFIGS]:
-            config = config_name(reduce_range, method)
+        started = time.perf_counter()
+        load_before = [round(v, 2) for v in os.getloadavg()]
+        members = prepare_members(args, root)
+        common = {"machine": machine(), "seeds": args.seeds, "others": members.others,
+                  "data": {"ranges": "calib split, seeded sample of 1,024 per seed",
+                           "eval": "test split, 5,000 images"}}
+        if args.study in ("all", "ranges"):
+            from wcx.export.precision import DEFAULT_FLOAT_LAYERS, check_float_layers
+
             t0 = time.perf_counter()
-            out = root / "int8"
-            report = export_config([str(fp32_paths[n]) for n in names], names, out, reduce_range=reduce_range,
-                                   method=method, mean=mean, std=std, seed=seed)
-            log.info("%s, seed %d: %d members in %.0f s", config, seed, len(names), time.perf_counter() - t0)
-            for m in report["members"]:
-                check = m["checks"]["int8"]
-                row = {
-                    "member": m["name"], "zoo": m["name"] in zoo_names, "config": config, "seed": seed,
-                    "reduce_range": reduce_range, "calibration": method,
-                    "agreement": check["eval"]["top1_agreement"],
-                    "agreement_simulated": check["eval_simulated"]["top1_agreement"],
-                    "fp32_accuracy": check["eval"]["reference_accuracy"],
-                    "int8_accuracy": check["eval"]["candidate_accuracy"],
-                    "int8_seconds": check["seconds"],
-                    "quantize_seconds": check["quantization"].get("seconds"),
-                    "member_seconds": m["seconds"],
-                    "range_samples": check["range_samples"],
-                    "weight_range": weight_extremes(out / "members" / f"{m['name']}.onnx"),
-                }
-                if not reduce_range and seed == args.seeds[0]:
-                    row["input_float_agreement"] = input_float_agreement(
-                        out / "members" / f"{m['name']}.onnx", fp32_paths[m["name"]], x_test)
-                rows.append(row)
-    result: dict[str, Any] = {
-        "tool": "tools/int8_defaults.py", "gate": GATE, "machine": machine(), "load_before": load_before,
-        "load_after": [round(v, 2) for v in os.getloadavg()], "seconds": round(time.perf_counter() - started, 1),
-        "configs": [config_name(rr, m) for rr, m in CONFIGS], "seeds": args.seeds, "others": others, "rows": rows,
-        "data": {"ranges": "calib split, seeded sample of 1,024 per seed", "eval": "test split, 5,000 images"},
-    }
+            rows = measure_ranges(members, root, args.seeds)
+            result.update(common, tool="tools/int8_defaults.py", gate=GATE, load_before=load_before,
+                          load_after=[round(v, 2) for v in os.getloadavg()],
+                          seconds=round(time.perf_counter() - t0, 1),
+                          configs=[config_name(rr, m) for rr, m in CONFIGS], rows=rows,
+                          float_layers_in_ranges=list(check_float_layers(DEFAULT_FLOAT_LAYERS)))
+        if args.study in ("all", "float-layers"):
+            t0 = time.perf_counter()
+            load_float = [round(v, 2) for v in os.getloadavg()]
+            rows, bundles = measure_float_layers(members, root, args.seeds)
+            latency = measure_latency(bundles, members.fp32_paths, args.latency_members, batch=32,
+                                      rounds=args.latency_rounds, x=members.x_test)
+            result.setdefault("tool", "tools/int8_defaults.py")
+            result.setdefault("gate", GATE)
+            result["float_layers"] = dict(
+                common, load_before=load_float, load_after=[round(v, 2) for v in os.getloadavg()],
+                seconds=round(time.perf_counter() - t0, 1), total_seconds=round(time.perf_counter() - started, 1),
+                configs=[layers_name(c) for c in FLOAT_LAYER_CONFIGS], rows=rows, latency=latency)
     return finish(result, args.out)
 
 
 def finish(result: dict[str, Any], out: Path) -> int:
-    """Summarize the measured ``result`` (its ``rows``), choose, compare with the exporter's
-    defaults, write the .json and .md into ``out`` and print the summary."""
-    from wcx.export.precision import DEFAULT_CALIBRATION_METHOD
+    """Summarize the measured ``result`` (its ``rows``, and its ``float_layers`` study), choose,
+    compare with the exporter's defaults, write the .json and .md into ``out`` and print the summary."""
+    from wcx.export.precision import DEFAULT_CALIBRATION_METHOD, DEFAULT_FLOAT_LAYERS, check_float_layers
 
-    summary = [summarize(result["rows"], c) for c in result["configs"]]
-    best = max(summary, key=lambda s: (s["members_always_passing"], s["pairs_passing"],
-                                       s["mean_agreement"]))["config"]
-    result.update(summary=summary, best=best, code_default=config_name(False, DEFAULT_CALIBRATION_METHOD))
-    result["findings"] = findings(result)
+    lines = []
+    if "rows" in result:
+        summary = [summarize(result["rows"], c) for c in result["configs"]]
+        best = max(summary, key=lambda s: (s["members_always_passing"], s["pairs_passing"],
+                                           s["mean_agreement"]))["config"]
+        result.update(summary=summary, best=best, code_default=config_name(False, DEFAULT_CALIBRATION_METHOD))
+        result["findings"] = findings(result)
+        lines += [f"{s['config']:18s} always {s['members_always_passing']}/{s['members']}  pairs "
+                  f"{s['pairs_passing']}/{s['pairs']}  min {s['min_agreement']:.2%}  mean {s['mean_agreement']:.2%}  "
+                  f"below: {s['failed'] or '-'}" for s in summary]
+        lines.append(f"best: {best}; code default: {result['code_default']}")
+    if "float_layers" in result:
+        study = result["float_layers"]
+        study["summary"] = [summarize(study["rows"], c) for c in study["configs"]]
+        study["choice"] = choose_float_layers(study)
+        study["code_default"] = layers_name(check_float_layers(DEFAULT_FLOAT_LAYERS))
+        study["findings"] = float_layers_findings(study)
+        lines += [f"float {s['config']:12s} always {s['members_always_passing']}/{s['members']}  pairs "
+                  f"{s['pairs_passing']}/{s['pairs']}  min {s['min_agreement']:.2%}  mean {s['mean_agreement']:.2%}  "
+                  f"below: {s['failed'] or '-'}" for s in study["summary"]]
+        lines.append(f"float layers: choice {study['choice']['config']}; code default {study['code_default']}")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "int8_defaults.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out / "int8_defaults.md", markdown(result))
-    for s in summary:
-        print(f"{s['config']:18s} always {s['members_always_passing']}/{s['members']}  pairs "
-              f"{s['pairs_passing']}/{s['pairs']}  min {s['min_agreement']:.2%}  mean {s['mean_agreement']:.2%}  "
-              f"below: {s['failed'] or '-'}")
-    print(f"best: {best}; code default: {result['code_default']}")
+    print("\n".join(lines))
     return 0
 
 

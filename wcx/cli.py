@@ -50,6 +50,7 @@ _FLAGS = {
     "size": "--size", "input_range": "--input-range", "replace_certified": "--replace-certified",
     "int8_reduce_range": "--int8-reduce-range", "int8_calibration": "--int8-calibration",
     "max_calib_samples": "--int8-calib-samples", "int8_min_agreement": "--int8-min-agreement",
+    "int8_float_layers": "--int8-float-layers",
     "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
@@ -457,6 +458,11 @@ def export(
             "How the INT8 activation ranges are chosen from --calib-data: minmax (largest value seen), "
             "percentile (99.999th percentile of |value|) or entropy (onnxruntime's KL-divergence method)."))
     ] = "minmax",
+    int8_float_layers: Annotated[
+        str, typer.Option("--int8-float-layers", help=(
+            "Layers INT8 export keeps in float32 (weights and arithmetic): first (the graph input and "
+            "the first layer), last (the layer that makes the logits), first,last, or none."))
+    ] = "none",
     int8_calib_samples: Annotated[
         int, typer.Option("--int8-calib-samples", help=(
             "Largest number of --calib-data inputs the INT8 activation ranges are collected on (a random "
@@ -510,7 +516,7 @@ def export(
         mean=_parse_float_list(mean, option="--mean"), std=_parse_float_list(std, option="--std"),
         input_range=_parse_float_list(input_range, option="--input-range"), tolerances=tolerances,
         holdout_fraction=holdout, parity_samples=parity_samples,
-        int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
+        int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration, int8_float_layers=int8_float_layers,
         max_calib_samples=int8_calib_samples, seed=seed, overwrite=overwrite,
     )
     _render_export(report)

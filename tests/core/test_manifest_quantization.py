@@ -34,6 +34,17 @@ def test_record_round_trips(mlp_bundle: Bundle) -> None:
     assert Manifest.from_dict(m.to_dict()) == m
 
 
+def test_float_layers_round_trip_and_default_to_none(mlp_bundle: Bundle) -> None:
+    record = {"reduce_range": False, "calibration": "minmax", "samples": 1024, "float_layers": ["first"]}
+    m = Manifest.from_dict(int8_manifest(mlp_bundle, quantization=record))
+    assert m.members[0].quantization == QuantizationSection(False, "minmax", 1024, ("first",))
+    assert m.to_dict()["members"][0]["quantization"] == record
+    # written before the field existed: nothing kept in float
+    del record["float_layers"]
+    assert Manifest.from_dict(int8_manifest(mlp_bundle, quantization=record)).members[0].quantization == \
+        QuantizationSection(False, "minmax", 1024, ())
+
+
 def test_shipped_int8_zoo_without_the_field_loads_with_its_recorded_choice() -> None:
     raw = json.loads((ZOO_INT8 / MANIFEST_NAME).read_text())
     assert all("quantization" not in m for m in raw["members"])
@@ -67,6 +78,8 @@ def test_fp32_members_have_none(mlp_bundle: Bundle) -> None:
         ({"reduce_range": 1, "calibration": "minmax"}, "'reduce_range' must be true or false"),
         ({"reduce_range": True}, "missing 'calibration'"),
         ({"reduce_range": True, "calibration": "minmax", "samples": 0}, "'samples' must be positive"),
+        ({"reduce_range": True, "calibration": "minmax", "float_layers": "first"},
+         "'float_layers' must be a list of strings"),
         ("7bit", "'quantization' must be an object"),
     ],
 )

@@ -25,12 +25,15 @@ them on load (:mod:`wcx.bundle`).
      "input": InputSection, "output_name": "logits", "num_classes": 10, "macs": 123456,
      "torch_source": null | {"callable": "pkg.mod:fn", "file": "members/m0.safetensors", "sha256": "..."},
      "export_report": {...},
-     "quantization": null | {"reduce_range": false, "calibration": "percentile", "samples": 1024}}
+     "quantization": null | {"reduce_range": false, "calibration": "percentile", "samples": 1024,
+                             "float_layers": ["first"]}}
 
 ``quantization`` (INT8 members; :class:`QuantizationSection`): ``reduce_range`` true means
 weights in [-64, 64] ("7 bits", for ONNX Runtime on x86 CPUs without VNNI), false the full
 [-127, 127]; ``calibration`` is the INT8 calibration method of the activation ranges and
-``samples`` the inputs it saw. A member written before the field existed has it read from its
+``samples`` the inputs it saw; ``float_layers`` the parts kept in float32 (``first``: the graph
+input and the first layer, ``last``: the last layer; :mod:`wcx.export.precision`), absent or
+``[]`` for none. A member written before the field existed has it read from its
 ``export_report`` (``checks.int8.quantization``), or null when that says nothing.
 
 **Input section** (what a member expects and how a raw batch becomes its input)::
@@ -377,9 +380,11 @@ class QuantizationSection:
     reduce_range: bool
     calibration: str
     samples: int | None = None
+    float_layers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reduce_range": self.reduce_range, "calibration": self.calibration, "samples": self.samples}
+        return {"reduce_range": self.reduce_range, "calibration": self.calibration, "samples": self.samples,
+                "float_layers": list(self.float_layers)}
 
     @classmethod
     def from_dict(cls, d: Any, *, where: str) -> QuantizationSection:
@@ -388,8 +393,11 @@ class QuantizationSection:
         samples = _get(d, "samples", int, where, optional=True)
         if samples is not None and samples < 1:
             raise BadInputError(f"{where}: quantization 'samples' must be positive, got {samples}")
+        layers = d.get("float_layers", [])  # absent before the field existed: nothing kept in float
+        if not isinstance(layers, list) or not all(isinstance(layer, str) for layer in layers):
+            raise BadInputError(f"{where}: quantization 'float_layers' must be a list of strings")
         return cls(reduce_range=_get(d, "reduce_range", bool, where),
-                   calibration=_get(d, "calibration", str, where), samples=samples)
+                   calibration=_get(d, "calibration", str, where), samples=samples, float_layers=tuple(layers))
 
     @classmethod
     def from_export_report(cls, report: Mapping[str, Any]) -> QuantizationSection | None:

@@ -53,7 +53,9 @@ from wcx.export.parity import Agreement, compare_logits, run_onnx, run_torch
 from wcx.export.precision import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
+    DEFAULT_FLOAT_LAYERS,
     check_calibration_method,
+    check_float_layers,
     convert_to_fp16,
     quantize_int8,
 )
@@ -297,7 +299,7 @@ def _record_check(report_checks: dict[str, Any], key: str, entry: dict[str, Any]
 
 
 def int8_refusal(reports: Sequence[MemberReport], *, minimum: float, calibration: str, reduce_range: bool,
-                 range_samples: int, calib_inputs: int) -> str:
+                 range_samples: int, calib_inputs: int, float_layers: Sequence[str] = ()) -> str:
     """The one-line refusal of an INT8 export: every member's top-1 agreement with FP32 (those
     below ``minimum`` marked) and what to try instead, as ``export_bundle`` parameters."""
     agreements = [(r.name, r.checks["int8"]["eval"]) for r in reports]
@@ -307,6 +309,11 @@ def int8_refusal(reports: Sequence[MemberReport], *, minimum: float, calibration
                        for name, a in agreements)
     others = " or ".join(f"int8_calibration={m}" for m in CALIBRATION_METHODS if m != calibration)
     remedies = [f"another INT8 calibration method ({others}; this export used {calibration})"]
+    if "first" not in float_layers:
+        remedies.append(f"the first layer in float ("
+                        f"int8_float_layers={','.join(check_float_layers(['first', *float_layers]))})")
+    elif "last" not in float_layers:
+        remedies.append("the last layer in float too (int8_float_layers=first,last)")
     if reduce_range:
         remedies.append("full 8-bit weights (int8_reduce_range=False; fine on TensorRT and x86 CPUs with VNNI)")
     else:
@@ -342,6 +349,7 @@ def _build_member(
     chunk: int,
     int8_reduce_range: bool,
     int8_calibration: str,
+    int8_float_layers: tuple[str, ...],
 ) -> tuple[MemberReport, Path, Path | None, str, str]:
     """Build one member in ``workdir``; returns (report, onnx file, weights file, in, out names).
 
@@ -415,7 +423,8 @@ def _build_member(
         assert checks.int8_ranges is not None and checks.int8_eval is not None
         final_path = workdir / f"{name}.int8.onnx"
         options = quantize_int8(fp32_path, final_path, checks.int8_ranges, input_name=sig.input_name,
-                                reduce_range=int8_reduce_range, calibration_method=int8_calibration)
+                                reduce_range=int8_reduce_range, calibration_method=int8_calibration,
+                                float_layers=int8_float_layers)
         ref_eval = run_onnx(fp32_path, checks.int8_eval, chunk=chunk)
         a_eval = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk),
                                 checks.int8_eval_labels)
@@ -478,6 +487,7 @@ def export_bundle(
     max_calib_samples: int = 1024,
     int8_reduce_range: bool = False,
     int8_calibration: str = DEFAULT_CALIBRATION_METHOD,
+    int8_float_layers: str | Sequence[str] = DEFAULT_FLOAT_LAYERS,
     seed: int = 0,
     overwrite: bool = False,
     progress: Callable[[int, str], None] | None = None,
@@ -502,7 +512,8 @@ def export_bundle(
     ``max_calib_samples`` of the rest (a seeded random sample) chosen by the INT8 calibration
     method ``int8_calibration`` (``minmax``, ``percentile`` or ``entropy``);
     ``int8_reduce_range`` keeps INT8 weights in 7 bits, for ONNX Runtime on x86 CPUs without
-    VNNI (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
+    VNNI, and ``int8_float_layers`` (``"first"``, ``"last"``, both, or none) keeps those layers in
+    float32 (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
     before each member and once at the end with ``(len(models), "")``.
 
     Raises ``BadInputError`` for bad options, models or data (nothing is written), and
@@ -526,6 +537,7 @@ def export_bundle(
     if max_calib_samples < 1:
         raise BadInputError(f"max_calib_samples must be positive, got {max_calib_samples}")
     check_calibration_method(int8_calibration, name="int8_calibration")
+    float_layers = check_float_layers(int8_float_layers, name="int8_float_layers")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
@@ -588,6 +600,7 @@ def export_bundle(
         "parity_samples": parity_samples,
         "int8_reduce_range": int8_reduce_range if precision == "int8" else None,
         "int8_calibration": int8_calibration if precision == "int8" else None,
+        "int8_float_layers": list(float_layers) if precision == "int8" else None,
         "max_calib_samples": max_calib_samples if precision == "int8" else None,
         "seed": seed,
     }
@@ -606,6 +619,7 @@ def export_bundle(
                 opset=opset, max_batch=max_batch, checks=checks_for(sections[index]), tolerances=tolerances,
                 chunk=chunk,
                 int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
+                int8_float_layers=float_layers,
             )
             if reports and report.num_classes != reports[0].num_classes:
                 raise BadInputError(
@@ -626,7 +640,7 @@ def export_bundle(
                 torch_source=torch_source, export_report=report.to_dict(),
                 quantization=None if precision != "int8" else QuantizationSection(
                     reduce_range=int8_reduce_range, calibration=int8_calibration,
-                    samples=int(report.checks["int8"]["range_samples"])),
+                    samples=int(report.checks["int8"]["range_samples"]), float_layers=float_layers),
             )
             reports.append(report)
             pairs.append((member, onnx_path))
@@ -636,7 +650,7 @@ def export_bundle(
             raise WorkFailedError(int8_refusal(
                 reports, minimum=tolerances.int8_min_agreement, calibration=int8_calibration,
                 reduce_range=int8_reduce_range, range_samples=len(checks.int8_ranges),
-                calib_inputs=checks.int8_range_pool))
+                calib_inputs=checks.int8_range_pool, float_layers=float_layers))
         write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)
     if progress is not None:
         progress(len(specs), "")

@@ -38,11 +38,13 @@ COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 @dataclass
 class MacCount:
-    """Total MACs per sample, per op type, and the counted-type nodes whose shapes were unknown."""
+    """Total MACs per sample, per op type, per node (by name, or first output where unnamed), and
+    the counted-type nodes whose shapes were unknown."""
 
     total: int
     by_op: dict[str, int] = field(default_factory=dict)
     uncounted: list[str] = field(default_factory=list)
+    by_node: dict[str, int] = field(default_factory=dict)
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -159,4 +161,5 @@ def count_macs(model: onnx.ModelProto | str | Path) -> MacCount:
             continue
         count.total += int(macs)
         count.by_op[node.op_type] = count.by_op.get(node.op_type, 0) + int(macs)
+        count.by_node[node.name or node.output[0]] = int(macs)
     return count

@@ -24,6 +24,17 @@ section 6), so precision is decided here, in the graph:
   runs on an x86 CPU without VNNI
   (:func:`wcx.runtime.onnxruntime_runner.int8_saturation_warning`; VPMADDUBSW is x86 only).
 
+  ``float_layers`` keeps parts of the network in float32 (:data:`FLOAT_LAYERS`): ``first``, the
+  graph input and the first weighted layer (Conv, ConvTranspose, Gemm, MatMul) reached from it,
+  with every node between them; ``last``, the last weighted layer before the graph output and
+  every node after it. They are handed to ``quantize_static`` as ``nodes_to_exclude``: onnxruntime
+  leaves those nodes and their weights unquantized (with ``first`` no QuantizeLinear reads the
+  graph input) and quantizes the other nodes as usual (the last layer still reads its input
+  through the Q/DQ pair of the node before it). The graph stays symmetric Q/DQ with float biases;
+  TensorRT's strongly typed networks run the float layers in float32. None by default
+  (:data:`DEFAULT_FLOAT_LAYERS`): on the zoo, ``first`` raised the mean agreement a little but
+  made no more members pass the gate with every range sample (``docs/results/int8_defaults.md``).
+
 No torch here: both work on any ONNX file.
 """
 
@@ -34,6 +45,7 @@ import io
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +67,13 @@ CALIBRATION_METHODS: dict[str, str] = {"minmax": "MinMax", "percentile": "Percen
 DEFAULT_CALIBRATION_METHOD = "minmax"
 #: the int8 weight values each ``reduce_range`` setting allows (onnxruntime's symmetric ranges)
 WEIGHT_RANGES: dict[bool, tuple[int, int]] = {False: (-127, 127), True: (-64, 64)}
+#: parts of a network that ``float_layers`` can keep in float32 (module docstring)
+FLOAT_LAYERS: tuple[str, ...] = ("first", "last")
+#: the layers ``wcx export`` keeps in float unless told otherwise, in the command line's form
+#: (:func:`check_float_layers`; measured: docs/results/int8_defaults.md)
+DEFAULT_FLOAT_LAYERS = "none"
+#: the op types that make a "layer" (weighted nodes, as wcx.export.macs counts them)
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 # The ``quantize_static`` options wcx uses; recorded in the export report.
 INT8_OPTIONS: dict[str, Any] = {
@@ -80,6 +99,79 @@ def check_calibration_method(method: str, *, name: str = "calibration_method") -
         raise BadInputError(f"{name}: {method!r} is not an INT8 calibration method (valid: "
                             f"{', '.join(CALIBRATION_METHODS)})")
     return method
+
+
+def check_float_layers(layers: str | Sequence[str], *, name: str = "float_layers") -> tuple[str, ...]:
+    """``layers`` as a tuple in :data:`FLOAT_LAYERS`'s order without repeats if each is one of
+    :data:`FLOAT_LAYERS`, else a ``BadInputError`` that names the parameter ``name``. A string is
+    read as a comma-separated list (``"first,last"``); ``"none"`` or ``""`` is no layer.
+
+    >>> check_float_layers("last,first"), check_float_layers(["first"]), check_float_layers("none")
+    (('first', 'last'), ('first',), ())
+    """
+    if isinstance(layers, str):  # a bare "first" would otherwise be read letter by letter
+        layers = [part.strip() for part in layers.split(",") if part.strip() not in ("", "none")]
+    unknown = [layer for layer in layers if layer not in FLOAT_LAYERS]
+    if unknown:
+        raise BadInputError(f"{name}: {unknown[0]!r} is not a part INT8 export can keep in float "
+                            f"(valid: {', '.join(FLOAT_LAYERS)})")
+    return tuple(layer for layer in FLOAT_LAYERS if layer in layers)
+
+
+def float_layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> list[onnx.NodeProto]:
+    """The nodes of ``model`` that ``layers`` (:data:`FLOAT_LAYERS`) keep in float, in graph order.
+
+    ``first``: from each graph input forward, every node up to and including the first weighted
+    node (:data:`WEIGHTED_OPS`) on each path. ``last``: from each graph output backward, every
+    node up to and including the last weighted node on each path. A path without a weighted
+    node keeps all its nodes. Nodes are assumed in topological order (ONNX requires it).
+    """
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    consumers: dict[str, list[int]] = {}
+    producer: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(i)
+        for tensor in node.output:
+            producer[tensor] = i
+    keep: set[int] = set()
+    if "first" in layers:
+        todo = [i for vi in graph.input if vi.name not in inits for i in consumers.get(vi.name, [])]
+        while todo:
+            i = todo.pop()
+            if i in keep:
+                continue
+            keep.add(i)
+            if graph.node[i].op_type not in WEIGHTED_OPS:
+                todo.extend(j for t in graph.node[i].output for j in consumers.get(t, []))
+    if "last" in layers:
+        todo = [producer[o.name] for o in graph.output if o.name in producer]
+        seen: set[int] = set()
+        while todo:
+            i = todo.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            keep.add(i)
+            if graph.node[i].op_type not in WEIGHTED_OPS:
+                todo.extend(producer[t] for t in graph.node[i].input if t in producer)
+    return [graph.node[i] for i in sorted(keep)]
+
+
+def _name_unnamed_nodes(model: onnx.ModelProto) -> bool:
+    """Give every unnamed node a unique name (``nodes_to_exclude`` matches names); True if any was."""
+    taken = {n.name for n in model.graph.node}
+    renamed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            candidate = f"{node.op_type}_{i}"
+            while candidate in taken:
+                candidate += "_"
+            node.name = candidate
+            taken.add(candidate)
+            renamed = True
+    return renamed
 
 
 def convert_to_fp16(src: str | Path, dst: str | Path) -> None:
@@ -159,24 +251,27 @@ def quantize_int8(
     batch_size: int = 32,
     reduce_range: bool = False,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+    float_layers: str | Sequence[str] = DEFAULT_FLOAT_LAYERS,
 ) -> dict[str, Any]:
     """Write a symmetric INT8 Q/DQ copy of ``src`` to ``dst``, ranges from ``calib_x``.
 
     ``calib_x`` is preprocessed float32 (N, C, H, W), read ``batch_size`` rows at a time (time
-    grows with N, memory does not: ``INT8_OPTIONS``). ``reduce_range`` and
-    ``calibration_method``: module docstring. The graph is first run through
+    grows with N, memory does not: ``INT8_OPTIONS``). ``reduce_range``, ``calibration_method``
+    and ``float_layers``: module docstring. The graph is first run through
     ``quant_pre_process`` (shape inference and ORT's graph optimisations, which fold BatchNorm and
     constants so fewer tensors need ranges); if that fails the original graph is
-    quantized. Returns the options used and the seconds it took (for the report).
+    quantized. Returns the options used (with the names of the nodes kept in float) and the
+    seconds it took (for the report).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     check_calibration_method(calibration_method)
+    layers = check_float_layers(float_layers)
     started = time.perf_counter()
     reader = RestartableReader(input_name, calib_x, batch_size=batch_size)
     options = dict(INT8_OPTIONS, reduce_range=bool(reduce_range), weight_range=list(WEIGHT_RANGES[bool(reduce_range)]),
                    calibrate_method=CALIBRATION_METHODS[calibration_method],
-                   calibration_samples=int(len(calib_x)))
+                   calibration_samples=int(len(calib_x)), float_layers=list(layers))
     with tempfile.TemporaryDirectory(prefix="wcx-int8-") as tmp:
         source = Path(src)
         pre = Path(tmp) / "pre.onnx"
@@ -189,6 +284,15 @@ def quantize_int8(
         except Exception as exc:  # pre-processing is an optimisation only
             log.info("quant_pre_process failed (%s); quantizing the graph as it is", exc)
             options["pre_process"] = False
+        excluded: list[str] = []
+        if layers:
+            # chosen on the graph onnxruntime quantizes (pre-processing renames and fuses nodes)
+            model = onnx.load(str(source))
+            if _name_unnamed_nodes(model):
+                source = Path(tmp) / "named.onnx"
+                onnx.save(model, str(source))
+            excluded = [n.name for n in float_layer_nodes(model, layers)]
+        options["float_nodes"] = excluded
         try:
             # onnxruntime's histogram calibrators print progress to stdout, which is wcx's results
             with contextlib.redirect_stdout(io.StringIO()) as chatter:
@@ -202,6 +306,7 @@ def quantize_int8(
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod[CALIBRATION_METHODS[calibration_method]],
+                    nodes_to_exclude=excluded,
                     extra_options=dict(INT8_OPTIONS["extra_options"]),
                 )
             log.debug("onnxruntime's quantizer said: %s", chatter.getvalue().strip())
