@@ -382,13 +382,14 @@ def export(
     ] = "fp32",
     calib_data: Annotated[
         Path | None, typer.Option("--calib-data", help=(
-            ".npz with x (N,C,H,W; float32 in [0,1] or uint8) and optional y labels. Used by the "
-            "parity checks; for int8 also the INT8 activation ranges, with --holdout of it held "
-            "back for the agreement check unless --eval-data is given."), show_default=False)
+            ".npz with x (N,C,H,W; float32 in [0,1] or uint8) and optional y labels, an IDX images file or "
+            "an image folder (at most 20,000 images of it, a seeded sample). Used by the parity checks; "
+            "for int8 also the INT8 activation ranges, with --holdout of it held back for the agreement "
+            "check unless --eval-data is given."), show_default=False)
     ] = None,
     eval_data: Annotated[
         Path | None, typer.Option("--eval-data", help=(
-            ".npz (same format) for the checks; for int8 the agreement and accuracy are measured "
+            "Data in the same formats for the checks; for int8 the agreement and accuracy are measured "
             "on it instead of on a held-back part of --calib-data."), show_default=False)
     ] = None,
     names: Annotated[
@@ -854,7 +855,7 @@ def bench_command(
     check_outputs(json_out)
     b = Bundle.load(bundle)
     most = max((timed_calls(s, repeats, rows) * s for s in sizes if s >= 1), default=1)  # rows the bench can use
-    x = read_data_for(b, data, most)
+    x = read_data_for(b, data, most, seed=seed)
     with _progress("benchmark") as advance:
         results = benchmark(b, x, sizes, backend=backend, warmup=warmup, repeats=repeats, rows=rows, seed=seed,
                             threads=threads, strict=strict, progress=advance)

@@ -22,6 +22,7 @@ from wcx.data import (
     open_data,
     read_rows,
     rechunk,
+    sample_dataset,
     save_image_folder,
     stack_rows,
     write_idx,
@@ -219,3 +220,21 @@ def test_rechunk_keeps_rows_in_order_in_chunks_of_the_size_asked(sizes: list[int
     assert [b.start for b in out] == list(range(0, total, rows))
     np.testing.assert_array_equal(np.concatenate([b.x for b in out]), x)
     np.testing.assert_array_equal(np.concatenate([b.y for b in out]), np.arange(total))
+
+
+def test_a_sample_spans_a_class_sorted_folder_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sample_dataset`` keeps a seeded uniform sample of rows in their order (not the first
+    rows, which in a folder are one class), the same from every format, reading small chunks."""
+    import wcx.data.source as source_module
+
+    monkeypatch.setattr(source_module, "SAMPLE_CHUNK_ROWS", 4)  # several chunks for 23 rows
+    x, y = uint8_images(23)
+    paths = write_all_formats(tmp_path, x, y)
+    samples = {kind: sample_dataset(open_data(path), 9, seed=5) for kind, path in paths.items()}
+    chosen = np.sort(np.random.default_rng(5).choice(23, size=9, replace=False))
+    for kind, ds in samples.items():
+        np.testing.assert_array_equal(ds.x, x[chosen], err_msg=kind)
+        np.testing.assert_array_equal(ds.y, y[chosen], err_msg=kind)
+    assert len(set(samples["folder"].y.tolist())) == 3  # every class, though the folder is sorted by class
+    whole = sample_dataset(open_data(paths["idx"]), 100)
+    np.testing.assert_array_equal(whole.x, x)  # fewer rows than asked: all of them

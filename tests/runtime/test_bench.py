@@ -324,3 +324,19 @@ def test_bench_counts_padded_rows_on_a_padding_backend(torch_bundle: Bundle) -> 
     assert row.stage_rows == [60, sum(reached)]
     assert row.padded_rows == [5 * 16, sum(pick_bucket(k, 256) for k in reached if k)]
     assert row.floor_ms is not None and row.floor_ms > 0
+
+
+def test_bench_data_from_a_folder_is_a_sample_across_its_classes(mlp_bundle: Bundle, tmp_path: Path) -> None:
+    """An image folder lists its rows class by class; the bench must not time only its first
+    rows (one class, with that class's pass fraction), but a seeded sample across the folder."""
+    from wcx.data import save_image_folder
+    from wcx.runtime.bundle_data import read_data_for
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)  # sorted by class, as a folder reads
+    x = rng.integers(0, 256, (len(y), *mlp_bundle.sample_shape), dtype=np.uint8)
+    save_image_folder(tmp_path / "folder", x, y, class_names=["a", "b", "c", "d"])
+    got = read_data_for(mlp_bundle, tmp_path / "folder", 20, seed=3)
+    chosen = np.sort(np.random.default_rng(3).choice(len(y), size=20, replace=False))
+    np.testing.assert_array_equal(got, x[chosen])
+    assert len(set(y[chosen].tolist())) == 4

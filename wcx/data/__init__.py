@@ -20,12 +20,23 @@ from wcx.data.idx import IdxFiles, is_idx, labels_path_for, read_idx, write_idx
 from wcx.data.image_folder import IMAGE_EXTENSIONS, ImageFolder, save_image_folder
 from wcx.data.npz import DataFile, load_npz, open_npz, save_npz
 from wcx.data.open import as_source, open_data
-from wcx.data.source import ArraySource, Batch, Dataset, DataSource, as_numpy, read_rows, rechunk, stack_rows
+from wcx.data.source import (
+    ArraySource,
+    Batch,
+    Dataset,
+    DataSource,
+    as_numpy,
+    read_rows,
+    rechunk,
+    sample_dataset,
+    stack_rows,
+)
 from wcx.data.validation import check_input_layout, validate_inputs, validate_labels
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ArraySource", "Batch", "BatchIterable", "DataFile", "DataSource", "Dataset", "IdxFiles",
     "ImageFolder", "as_numpy", "as_source", "check_input_layout", "is_idx", "labels_path_for", "load_npz",
-    "open_data", "open_npz", "read_idx", "read_rows", "rechunk", "save_image_folder", "save_npz", "stack_rows",
+    "open_data", "open_npz", "read_idx", "read_rows", "rechunk", "sample_dataset", "save_image_folder", "save_npz",
+    "stack_rows",
     "validate_inputs", "validate_labels", "write_idx",
 ]

@@ -217,6 +217,38 @@ def read_rows(source: DataSource, n: int) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+#: rows read at a time while sampling (bounds the memory of one read)
+SAMPLE_CHUNK_ROWS = 1024
+
+
+def sample_dataset(source: DataSource, n: int, *, seed: int = 0) -> Dataset:
+    """All rows of ``source`` as a :class:`Dataset` when it has at most ``n``, else a seeded
+    uniform sample of ``n`` rows in their original order, read in one pass that keeps only the
+    chosen rows (a class-sorted image folder is sampled across its classes, not cut after the
+    first ones). ``source`` must know its number of rows."""
+    check_rows(n)
+    total = source.n
+    if total is None:
+        raise BadInputError(f"{source.name}: the number of rows must be known to sample it")
+    keep = None if total <= n else np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    start = 0
+    for batch in source.batches(SAMPLE_CHUNK_ROWS):
+        x = stack_rows(batch.x, where=source.name)
+        rows = slice(None) if keep is None else keep[(keep >= start) & (keep < start + len(x))] - start
+        xs.append(x[rows])
+        if batch.y is not None:
+            ys.append(np.asarray(batch.y)[rows])
+        start += len(x)
+    if not xs:
+        raise BadInputError(f"{source.name}: no rows")
+    y = np.concatenate(ys) if ys and len(ys) == len(xs) else None
+    path = getattr(source, "path", None)
+    return Dataset(x=np.concatenate(xs), y=y, path=Path(path) if path is not None else Path(source.name),
+                   sha256=source.content_key())
+
+
 def as_numpy(value: Any) -> np.ndarray:
     """An array from anything array-like, by duck typing (no import of its library): a torch
     tensor through ``.detach().cpu().numpy()``, other objects through ``.numpy()`` or

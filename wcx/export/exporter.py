@@ -43,7 +43,7 @@ from wcx.atomic import scratch_directory
 from wcx.bundle import check_replaceable, sha256_file, write_bundle
 from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, QuantizationSection, TorchSource
 from wcx.core.preprocess import section_key
-from wcx.data import Dataset, load_npz
+from wcx.data import Dataset, is_idx, load_npz, open_data, sample_dataset
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
 from wcx.export.inputs import input_sections, prepare, random_inputs
 from wcx.export.macs import count_macs
@@ -69,6 +69,8 @@ FP16_NOTE = (
     "activations at the casts) to FP16, not FP16 arithmetic. Check FP16 arithmetic on a GPU backend."
 )
 MIN_INT8_EVAL = 20  # fewer held-out inputs than this cannot show 98% agreement meaningfully
+#: rows read from an image folder or IDX files for the checks (an .npz is read whole, as saved)
+CHECK_DATA_ROWS = 20_000
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -186,6 +188,10 @@ def _load_data(data: str | Path | Dataset | None, sample_shape: tuple[int, ...] 
 
         validate_inputs(data.x, where=str(data.path), sample_shape=sample_shape)
         return data
+    path = Path(data)
+    if path.is_dir() or (path.suffix != ".npz" and is_idx(path)):
+        # an image folder or IDX files: at most CHECK_DATA_ROWS rows, a seeded sample across it
+        return sample_dataset(open_data(path, sample_shape=sample_shape), CHECK_DATA_ROWS)
     return load_npz(data, sample_shape=sample_shape)
 
 
@@ -663,6 +669,9 @@ def export_bundle(
         n_ranges = 0 if checks.int8_ranges is None else len(checks.int8_ranges)
         notes.append(f"INT8 weights in {bits}; activation ranges by {int8_calibration} on "
                      f"{n_ranges} of {checks.int8_range_pool} calibration inputs.")
+        if float_layers:
+            notes.append(f"Kept in float32: the {' and the '.join(float_layers)} layer"
+                         f"{'s' if len(float_layers) > 1 else ''} of every member.")
     return ExportReport(bundle=str(out), precision=precision, members=reports, provenance=provenance,
                         notes=notes, seconds=round(time.perf_counter() - started, 3))
 

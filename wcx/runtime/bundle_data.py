@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wcx.bundle import Bundle
-from wcx.data import DataFile, DataSource, open_data, read_rows
+from wcx.data import DataFile, DataSource, open_data, sample_dataset
 
 
 def data_sample_shape(bundle: Bundle) -> tuple[int, ...] | None:
@@ -29,11 +29,13 @@ def open_data_for(bundle: Bundle, path: str | Path, *, require_labels: bool = Fa
                      num_classes=bundle.num_classes)
 
 
-def read_data_for(bundle: Bundle, path: str | Path, rows: int) -> np.ndarray:
+def read_data_for(bundle: Bundle, path: str | Path, rows: int, *, seed: int = 0) -> np.ndarray:
     """The inputs at ``path`` as one (N, C, H, W) array, for a bundle: an ``.npz`` stored
-    uncompressed memory-mapped whole (nothing read into memory yet), any other data its first
-    ``rows`` rows (images must then share one size)."""
+    uncompressed memory-mapped whole (nothing read into memory yet), any other data ``rows`` of
+    its rows drawn uniformly with ``seed`` (all of them when it has fewer), in their order; not
+    its first rows, which in an image folder are all of one class (images must share one
+    size)."""
     source = open_data_for(bundle, path)
     if isinstance(source, DataFile) and source.memory_mapped:
         return source.read()
-    return read_rows(source, rows)
+    return sample_dataset(source, rows, seed=seed).x
