@@ -10,7 +10,7 @@ import pytest
 MODULES = [
     "wcx.core.scores", "wcx.core.policy", "wcx.core.preprocess", "wcx.calibration.metrics",
     "wcx.calibration.simulator", "wcx.calibration.risk_control", "wcx.calibration.window",
-    "wcx.runtime.buckets", "wcx.json_values", "wcx.core.frames", "wcx.data.source",
+    "wcx.runtime.buckets", "wcx.json_values", "wcx.core.frames", "wcx.data.source", "wcx.workflow",
 ]
 
 

@@ -2,7 +2,9 @@
 
 The flow is export (``wcx.export``: PyTorch -> ONNX -> precision -> engines) -> calibration
 (``wcx.calibration``: thresholds and windows with risk guarantees) -> runtime (``wcx.runtime``:
-``Cascade``). ``import wcx`` stays light: no torch, tensorrt, scipy or matplotlib here.
+``Cascade``). The workflow's four calls are here: :func:`export_bundle`, :func:`calibrate`,
+:meth:`Cascade.load`, :func:`inspect_bundle` (:mod:`wcx.workflow` documents them with an
+example). ``import wcx`` stays light: no torch, tensorrt, scipy or matplotlib here.
 """
 
 from __future__ import annotations
@@ -12,15 +14,25 @@ from typing import TYPE_CHECKING, Any
 from wcx.version import __version__
 
 if TYPE_CHECKING:
+    from wcx.export.exporter import export_bundle
     from wcx.runtime.cascade import Cascade
+    from wcx.workflow import calibrate, inspect_bundle
 
-__all__ = ["Cascade", "__version__"]
+__all__ = ["Cascade", "__version__", "calibrate", "export_bundle", "inspect_bundle"]
+
+#: the workflow's calls (:mod:`wcx.workflow`), imported when first used
+_LAZY = {
+    "Cascade": "wcx.runtime.cascade",
+    "export_bundle": "wcx.export.exporter",
+    "calibrate": "wcx.workflow",
+    "inspect_bundle": "wcx.workflow",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that ``import wcx`` does not load onnxruntime until a cascade is used.
-    if name == "Cascade":
-        from wcx.runtime.cascade import Cascade
+    # Lazy so that ``import wcx`` does not load onnxruntime, scipy or torch until they are used.
+    if name in _LAZY:
+        import importlib
 
-        return Cascade
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'wcx' has no attribute {name!r}")

@@ -679,7 +679,7 @@ def calibrate(
     calibration is only replaced by an empirical one with --replace-certified.
     """
     from wcx.calibration.calibrator import CascadeCalibrator
-    from wcx.calibration.held_out import calibrate_bundle, calibrate_logits, latency_costs, open_data_for
+    from wcx.calibration.held_out import calibrate_logits, open_data_for
     from wcx.errors import InsufficientDataError
 
     check_outputs(json_out)
@@ -695,33 +695,33 @@ def calibrate(
             fixed = (w_lo, w_hi)
         if cost == "latency" and bench is None:
             raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
-        calibrator = CascadeCalibrator(
+        fit_options: dict[str, Any] = dict(
             task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
             budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
         )
-        needs_labels = calibrator.target.needs_labels
         if logits is not None:
+            calibrator = CascadeCalibrator(**fit_options)
             fitted = calibrate_logits(logits, calibrator, test=test)
             result, fit_logits, fit_y = fitted.report, fitted.logits, fitted.labels
         else:
             from wcx.bundle import Bundle
+            from wcx.workflow import calibrate as calibrate_workflow
 
             if data is None:
                 raise BadInputError("--data VAL.npz is required with a BUNDLE")
             assert bundle is not None
             b = Bundle.load(bundle)
+            needs_labels = CascadeCalibrator(**fit_options).target.needs_labels  # checks the options first
             ds = open_data_for(b, data, require_labels=needs_labels)
             test_ds = open_data_for(b, test, require_labels=needs_labels) if test else None
             ood_ds = open_data_for(b, ood_data, require_labels=False) if ood_data else None
-            member_costs = None
-            if cost == "latency":
-                assert bench is not None
-                member_costs = latency_costs(_read_json(bench), [m.name for m in b.members])
             with _progress("running members on held-out data") as advance:
-                done = calibrate_bundle(
-                    b, ds, calibrator, backend=backend, threads=threads, member_costs=member_costs,
-                    test=test_ds, ood=ood_ds, replace_certified=replace_certified, progress=advance,
+                done = calibrate_workflow(
+                    b, ds, **fit_options, bench=_read_json(bench) if cost == "latency" and bench else None,
+                    backend=backend, threads=threads, test=test_ds, ood_data=ood_ds,
+                    replace_certified=replace_certified, progress=advance,
                 )
+            calibrator = done.calibrator
             result, fit_logits, fit_y = done.report, done.logits, done.labels
         if report is not None:
             from wcx.calibration.report import write_report

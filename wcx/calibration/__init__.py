@@ -4,13 +4,19 @@ Not to be confused with *INT8 calibration* (activation ranges, in ``wcx.export``
 
 Modules (each importable on its own; none imports scipy or matplotlib at import time):
 
-* ``scores``: stage-m ensemble scores (numpy only; the runtime uses it).
-* ``metrics``: risk-coverage, AURC, AUROC, FPR@95, accuracy, NLL, ECE.
-* ``policy``: window / threshold / none / all policies and the cascade simulator.
-* ``risk_control``: empirical and Learn-then-Test (guaranteed) thresholds.
-* ``window``: quantile-band windows and the width search.
-* ``calibrator``: ``CascadeCalibrator``, the fitted object behind ``wcx calibrate``.
-* ``report``: plots (matplotlib, imported when called).
+* ``targets``: what a fit aims at (selective risk, OOD TPR) as objects;
+* ``fitters``: how each policy kind (window, threshold, none, all) is fitted;
+* ``window``: quantile-band windows and the width search;
+* ``risk_control``: empirical and Learn-then-Test (guaranteed) thresholds;
+* ``simulator``: the cascade run on held-out logits (the core's scores and policies);
+* ``result``: the frozen ``CalibrationResult`` the manifest sections and the report come from;
+* ``calibrator``: ``CascadeCalibrator``, the fitted object behind ``wcx calibrate``;
+* ``held_out``: running a bundle's members on held-out data and calibrating it
+  (``calibrate_bundle``; ``wcx.calibrate`` is the same with the CLI's options);
+* ``logits_cache``: the user cache of held-out logits;
+* ``metrics``: risk-coverage, AURC, AUROC, FPR@95, accuracy, NLL, ECE;
+* ``report``: plots (matplotlib, imported when called);
+* ``policy``, ``scores``: deprecated aliases of ``wcx.core.policy`` and ``wcx.core.scores``.
 
 The names below are loaded lazily, so ``import wcx.calibration`` stays cheap.
 """

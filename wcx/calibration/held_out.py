@@ -19,7 +19,7 @@ prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 from wcx.bundle import Bundle
 from wcx.calibration import logits_cache
 from wcx.calibration.calibrator import CascadeCalibrator
+from wcx.calibration.result import CalibrationResult
 from wcx.core.preprocess import MemberInputs
 from wcx.core.provenance import Provenance
 from wcx.data import DataFile, Dataset, DataSource, as_source, read_rows, validate_labels
@@ -232,7 +233,7 @@ def load_logits(path: str | Path, *, require_labels: bool = False) -> LogitsFile
     return LogitsFile(logits=logits, y=y, macs=macs, path=path)
 
 
-def latency_costs(bench_rows: list[dict[str, Any]], member_names: list[str]) -> list[float]:
+def latency_costs(bench_rows: Sequence[Mapping[str, Any]], member_names: list[str]) -> list[float]:
     """Per-input latency (ms) of each member from ``wcx bench --json`` rows, at the largest
     batch size benchmarked for that member (``--cost latency``)."""
     costs = []
@@ -257,6 +258,20 @@ class BundleCalibration:
     provenance: Provenance | None = None
     test_logits: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+
+    @property
+    def result(self) -> CalibrationResult:
+        """The frozen result: what was fitted and its figures, the certificate included."""
+        return self.calibrator.result_
+
+    @property
+    def certified(self) -> bool:
+        """A finite-sample certificate was obtained (guaranteed mode only)."""
+        return self.result.settings.delta is not None and bool(self.result.threshold.certified)
+
+    def raise_if_failed(self) -> None:
+        """``WorkFailedError`` (exit 1) when nothing deployable was fitted."""
+        self.result.raise_if_failed()
 
 
 def calibrate_bundle(
