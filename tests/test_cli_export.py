@@ -148,11 +148,11 @@ def test_int8_refusal_exits_1_and_names_remedies_as_options(tmp_path: Path, monk
     code, err = _main(monkeypatch, capsys, ["export", *members, "--input-shape", SHAPE, "--out", str(tmp_path / "b"),
                                             "--precision", "int8", "--calib-data", str(tmp_path / "calib.npz"),
                                             "--int8-min-agreement", "1.0", "--int8-reduce-range",
-                                            "--int8-calibration", "percentile"])
+                                            "--int8-calibration", "percentile", "--int8-float-layers", "none"])
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "'m0' " in err and "'m1' " in err and "(below)" in err
     for flag in ("--int8-calibration minmax", "--int8-calibration entropy", "--no-int8-reduce-range",
-                 "--calib-data", "--precision fp16"):
+                 "--int8-float-layers auto", "--calib-data", "--precision fp16"):
         assert flag in err, flag
     assert "int8_" not in err  # no library parameter names
     assert not (tmp_path / "b").exists()

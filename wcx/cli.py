@@ -461,9 +461,12 @@ def export(
     ] = "minmax",
     int8_float_layers: Annotated[
         str, typer.Option("--int8-float-layers", help=(
-            "Layers INT8 export keeps in float32 (weights and arithmetic): first (the graph input and "
-            "the first layer), last (the layer that makes the logits), first,last, or none."))
-    ] = "none",
+            "Layers INT8 export keeps in float32 (weights and arithmetic): auto (every layer quantized "
+            "unless top-1 agreement falls short, then the fewest layers in float that bring it up, by "
+            "measurement on calibration rows the ranges and the check do not use), first (the graph input "
+            "and the first layer), last (the layer that makes the logits), first,last, layer:K (the K-th "
+            "weighted layer, 0-based), or none."))
+    ] = "auto",
     int8_calib_samples: Annotated[
         int, typer.Option("--int8-calib-samples", help=(
             "Largest number of --calib-data inputs the INT8 activation ranges are collected on (a random "

@@ -142,21 +142,24 @@ def test_altered_onnx_graph_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_interrupted_export_leaves_no_bundle_and_no_temp(tmp_path: Path, monkeypatch, digits_files) -> None:
-    real = exporter_module.quantize_int8
+    from wcx.export import float_fallback
+
+    real = float_fallback.quantize_int8
     calls = []
 
-    def fail_on_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def fail_on_second_member(src, *args, **kwargs):
+        calls.append(Path(src).name)
+        if "wide_cnn" in Path(src).name:
             raise WorkFailedError("simulated failure in the INT8 step")
-        return real(*args, **kwargs)
+        return real(src, *args, **kwargs)
 
-    monkeypatch.setattr(exporter_module, "quantize_int8", fail_on_second)
+    # the default (int8_float_layers="auto") quantizes through the float-layer search
+    monkeypatch.setattr(float_fallback, "quantize_int8", fail_on_second_member)
     out = tmp_path / "parent" / "bundle"
     with pytest.raises(WorkFailedError, match="simulated"):
         export_bundle(["tests.export.models:small_cnn", "tests.export.models:wide_cnn"], out,
                       input_shape=M.INPUT_SHAPE, precision="int8", calib_data=digits_files.calib)
-    assert len(calls) == 2
+    assert any("small_cnn" in c for c in calls) and "wide_cnn" in calls[-1]
     assert _leftovers(out.parent) == []
 
 

@@ -145,6 +145,9 @@ def test_first_and_last_are_the_ends_of_a_chain_up_to_a_weighted_node(ops: list[
     assert [n.name for n in float_layer_nodes(model, ["first", "last"])] == [
         f"n{i}" for i in sorted(set(first) | set(last))]
     assert float_layer_nodes(model, []) == []
+    for k, i in enumerate(weighted):  # layer:K is the K-th weighted node alone
+        assert [n.name for n in float_layer_nodes(model, [f"layer:{k}"])] == [f"n{i}"]
+    assert float_layer_nodes(model, [f"layer:{len(weighted)}"]) == []
 
 
 def test_float_layers_are_checked() -> None:
@@ -152,7 +155,7 @@ def test_float_layers_are_checked() -> None:
     assert check_float_layers(["first", "first"]) == ("first",)
     assert check_float_layers("none") == check_float_layers("") == check_float_layers([]) == ()
     with pytest.raises(BadInputError, match=r"int8_float_layers: 'middle' is not a part INT8 export can keep in "
-                                            r"float \(valid: first, last\)"):
+                                            r"float \(valid: first, last, layer:K"):
         check_float_layers("first,middle", name="int8_float_layers")
 
 
@@ -167,7 +170,8 @@ def test_export_records_the_float_layers(cnn: Path, tmp_path: Path) -> None:
     assert bundle.manifest.to_dict()["members"][0]["quantization"]["float_layers"] == ["first"]
     assert bundle.manifest.export["export_options"]["int8_float_layers"] == ["first"]
     assert bundle.members[0].export_report["checks"]["int8"]["quantization"]["float_nodes"] == ["conv1"]
-    assert "Kept in float32: the first layer of every member." in report.notes
+    share = bundle.members[0].export_report["checks"]["int8"]["quantization"]["float_macs_share"]
+    assert 0 < share < 1 and f"Kept in float32: cnn: first ({share:.1%} of its MACs)." in report.notes
     assert not quantizes_graph_input(bundle.member_path(0))
     with pytest.raises(BadInputError, match="int8_float_layers: 'all' is not a part"):
         export_bundle([str(cnn)], tmp_path / "c", input_shape=SHAPE, precision="int8",
@@ -182,7 +186,8 @@ def _report(name: str, agreement: float) -> MemberReport:
 
 
 @pytest.mark.parametrize("layers, remedy", [
-    ((), "the first layer in float (int8_float_layers=first)"),
+    ((), "layers in float chosen by measurement (int8_float_layers=auto)"),
+    (("auto",), None),
     (("last",), "the first layer in float (int8_float_layers=first,last)"),
     (("first",), "the last layer in float too (int8_float_layers=first,last)"),
     (("first", "last"), None),
@@ -206,8 +211,8 @@ def test_refusal_of_a_real_export_names_the_option(tmp_path: Path) -> None:
                       calib_data=tmp_path / "calib.npz", int8_float_layers=(),
                       tolerances=Tolerances(int8_min_agreement=1.0))
     message = str(info.value)
-    assert "the first layer in float (int8_float_layers=first)" in message
-    assert "the first layer in float (--int8-float-layers first)" in cli_message(message)
+    assert "layers in float chosen by measurement (int8_float_layers=auto)" in message
+    assert "layers in float chosen by measurement (--int8-float-layers auto)" in cli_message(message)
     assert cli_message("(int8_float_layers=first,last)") == "(--int8-float-layers first,last)"
 
 

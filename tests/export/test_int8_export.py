@@ -83,19 +83,20 @@ def test_range_sample_is_seeded(tmp_path: Path, mlps) -> None:
 
 
 def test_refusal_names_every_member_and_the_remedies(tmp_path: Path, mlps) -> None:
-    """An agreement no member can be sure to reach: the export measures both members, then
-    refuses in one line that lists each one's agreement and what to try; nothing is written."""
+    """An agreement no fully quantized member can be sure to reach: the export measures both
+    members, then refuses in one line that lists each one's agreement and what to try (layers in
+    float among them); nothing is written."""
     members, calib = mlps
     out = tmp_path / "b"
     with pytest.raises(WorkFailedError) as info:
         export_bundle(members, out, input_shape=SHAPE, precision="int8", calib_data=calib,
-                      tolerances=Tolerances(int8_min_agreement=1.0))
+                      int8_float_layers="none", tolerances=Tolerances(int8_min_agreement=1.0))
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("INT8 top-1 agreement with FP32 is below 100.00% for ")
     assert "'m0' " in message and "'m1' " in message and "(below)" in message
     others = [f"int8_calibration={m}" for m in CALIBRATION_METHODS if m != DEFAULT_CALIBRATION_METHOD]
-    for remedy in (*others, "int8_reduce_range=True", "calib_data", "precision=fp16"):
+    for remedy in (*others, "int8_float_layers=auto", "int8_reduce_range=True", "calib_data", "precision=fp16"):
         assert remedy in message
     assert f"int8_calibration={DEFAULT_CALIBRATION_METHOD}" not in message
     assert not out.exists()

@@ -45,12 +45,14 @@ from wcx.core.manifest import PRECISIONS, InputSection, MemberSection, Quantizat
 from wcx.core.preprocess import section_key
 from wcx.data import Dataset, is_idx, load_npz, open_data, sample_dataset
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
+from wcx.export.float_fallback import AUTO_MARGIN, AUTO_SELECTION_ROWS, quantize_int8_auto
 from wcx.export.inputs import input_sections, prepare, random_inputs
 from wcx.export.macs import count_macs
 from wcx.export.model_source import ModelSource, classify_model, default_name, resolve_model
 from wcx.export.onnx_export import DEFAULT_OPSET, export_onnx, read_signature
 from wcx.export.parity import Agreement, compare_logits, run_onnx, run_torch
 from wcx.export.precision import (
+    AUTO,
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
     DEFAULT_FLOAT_LAYERS,
@@ -81,18 +83,28 @@ class Tolerances:
     ``fp32_max_abs_diff``: largest allowed |PyTorch - ONNX| logit difference, times
     ``max(1, largest |logit|)``. ``fp16_min_agreement`` / ``int8_min_agreement``: smallest
     allowed top-1 agreement of the FP16 / INT8 graph with the FP32 graph.
+    ``int8_float_target``: the agreement ``int8_float_layers="auto"`` aims for (None: the INT8
+    gate plus :data:`wcx.export.float_fallback.AUTO_MARGIN`).
     """
 
     fp32_max_abs_diff: float = 1e-4
     fp16_min_agreement: float = 0.99
     int8_min_agreement: float = 0.98
+    int8_float_target: float | None = None
+
+    @property
+    def int8_search_target(self) -> float:
+        """The agreement the ``auto`` float-layer search aims for."""
+        if self.int8_float_target is not None:
+            return self.int8_float_target
+        return min(1.0, self.int8_min_agreement + AUTO_MARGIN)
 
     def __post_init__(self) -> None:
         if not self.fp32_max_abs_diff > 0:
             raise BadInputError(f"fp32 tolerance must be positive, got {self.fp32_max_abs_diff}")
-        for name in ("fp16_min_agreement", "int8_min_agreement"):
+        for name in ("fp16_min_agreement", "int8_min_agreement", "int8_float_target"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise BadInputError(f"{name.replace('_', '-')} must be in [0, 1], got {value}")
 
 
@@ -149,6 +161,8 @@ class _CheckData:
     int8_eval_labels: np.ndarray | None
     int8_eval_source: str | None
     int8_range_pool: int = 0  # inputs the range sample was drawn from
+    # unlabelled rows for int8_float_layers="auto": neither in the range sample nor judged by the gate
+    int8_select: np.ndarray | None = None
 
 
 def _versions() -> dict[str, str | None]:
@@ -220,7 +234,7 @@ def _prepare_checks(
     labels = None
     if parts and all(d.y is not None for d in parts):
         labels = np.concatenate([d.y for d in parts])
-    ranges = int8_eval = int8_labels = None
+    ranges = int8_eval = int8_labels = select = None
     source = None
     pool = 0
     if precision == "int8":
@@ -256,11 +270,16 @@ def _prepare_checks(
         if len(range_idx) > max_calib_samples:
             # a seeded random sample, not the first rows: files are often sorted by class
             keep = np.random.default_rng([seed, 1]).choice(len(range_idx), max_calib_samples, replace=False)
+            rest = np.delete(range_idx, keep)
             range_idx = range_idx[np.sort(keep)]
+            if len(rest) > AUTO_SELECTION_ROWS:
+                rest = rest[np.sort(np.random.default_rng([seed, 2]).choice(len(rest), AUTO_SELECTION_ROWS,
+                                                                              replace=False))]
+            select = prepare(calib.x[rest], section)
         ranges = prepare(calib.x[range_idx], section)
     return _CheckData(random=rand, data=data, data_labels=labels, int8_ranges=ranges,
                       int8_eval=int8_eval, int8_eval_labels=int8_labels, int8_eval_source=source,
-                      int8_range_pool=pool)
+                      int8_range_pool=pool, int8_select=select)
 
 
 def _save_weights(module: Any, path: Path) -> None:
@@ -315,7 +334,11 @@ def int8_refusal(reports: Sequence[MemberReport], *, minimum: float, calibration
                        for name, a in agreements)
     others = " or ".join(f"int8_calibration={m}" for m in CALIBRATION_METHODS if m != calibration)
     remedies = [f"another INT8 calibration method ({others}; this export used {calibration})"]
-    if "first" not in float_layers:
+    if AUTO in float_layers:
+        pass  # the search already tried the layers one at a time
+    elif not float_layers:
+        remedies.append(f"layers in float chosen by measurement (int8_float_layers={AUTO})")
+    elif "first" not in float_layers:
         remedies.append(f"the first layer in float ("
                         f"int8_float_layers={','.join(check_float_layers(['first', *float_layers]))})")
     elif "last" not in float_layers:
@@ -356,6 +379,7 @@ def _build_member(
     int8_reduce_range: bool,
     int8_calibration: str,
     int8_float_layers: tuple[str, ...],
+    int8_min_agreement_target: float,
 ) -> tuple[MemberReport, Path, Path | None, str, str]:
     """Build one member in ``workdir``; returns (report, onnx file, weights file, in, out names).
 
@@ -428,14 +452,32 @@ def _build_member(
         t0 = time.perf_counter()
         assert checks.int8_ranges is not None and checks.int8_eval is not None
         final_path = workdir / f"{name}.int8.onnx"
-        options = quantize_int8(fp32_path, final_path, checks.int8_ranges, input_name=sig.input_name,
-                                reduce_range=int8_reduce_range, calibration_method=int8_calibration,
-                                float_layers=int8_float_layers)
+        if int8_float_layers == (AUTO,):
+            select = checks.int8_select
+            in_sample = select is None  # every calibration row is in the range sample
+            options = quantize_int8_auto(
+                fp32_path, final_path, checks.int8_ranges, checks.int8_ranges if select is None else select,
+                input_name=sig.input_name, target=int8_min_agreement_target,
+                run=lambda path, x: run_onnx(path, x, chunk=chunk),
+                selection_source=("the range sample itself (no other calibration rows were left: the "
+                                  "agreement it sees is optimistic)" if in_sample else
+                                  "calibration rows outside the range sample and the held-out check rows"),
+                reduce_range=int8_reduce_range, calibration_method=int8_calibration)
+        else:
+            options = quantize_int8(fp32_path, final_path, checks.int8_ranges, input_name=sig.input_name,
+                                    reduce_range=int8_reduce_range, calibration_method=int8_calibration,
+                                    float_layers=int8_float_layers)
         ref_eval = run_onnx(fp32_path, checks.int8_eval, chunk=chunk)
         a_eval = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk),
                                 checks.int8_eval_labels)
         a_sim = compare_logits(ref_eval, run_onnx(final_path, checks.int8_eval, chunk=chunk, optimize=False),
                                checks.int8_eval_labels)
+        if options.get("float_nodes"):  # what keeping layers in float costs, in the Q/DQ graph's MACs
+            q_macs = count_macs(final_path)
+            options["float_macs_share"] = round(
+                sum(q_macs.by_node.get(n, 0) for n in options["float_nodes"]) / max(q_macs.total, 1), 5)
+        else:
+            options["float_macs_share"] = 0.0
         report_checks["int8"] = {
             "compares": "INT8 (Q/DQ) ONNX vs FP32 ONNX, both on ONNX Runtime (CPU)",
             "eval": a_eval.to_dict(),
@@ -543,7 +585,8 @@ def export_bundle(
     if max_calib_samples < 1:
         raise BadInputError(f"max_calib_samples must be positive, got {max_calib_samples}")
     check_calibration_method(int8_calibration, name="int8_calibration")
-    float_layers = check_float_layers(int8_float_layers, name="int8_float_layers")
+    float_layers = ((AUTO,) if int8_float_layers in (AUTO, [AUTO], (AUTO,))
+                    else check_float_layers(int8_float_layers, name="int8_float_layers"))
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
@@ -626,6 +669,7 @@ def export_bundle(
                 chunk=chunk,
                 int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
                 int8_float_layers=float_layers,
+                int8_min_agreement_target=tolerances.int8_search_target,
             )
             if reports and report.num_classes != reports[0].num_classes:
                 raise BadInputError(
@@ -646,7 +690,8 @@ def export_bundle(
                 torch_source=torch_source, export_report=report.to_dict(),
                 quantization=None if precision != "int8" else QuantizationSection(
                     reduce_range=int8_reduce_range, calibration=int8_calibration,
-                    samples=int(report.checks["int8"]["range_samples"]), float_layers=float_layers),
+                    samples=int(report.checks["int8"]["range_samples"]),
+                    float_layers=tuple(report.checks["int8"]["quantization"]["float_layers"])),
             )
             reports.append(report)
             pairs.append((member, onnx_path))
@@ -669,9 +714,12 @@ def export_bundle(
         n_ranges = 0 if checks.int8_ranges is None else len(checks.int8_ranges)
         notes.append(f"INT8 weights in {bits}; activation ranges by {int8_calibration} on "
                      f"{n_ranges} of {checks.int8_range_pool} calibration inputs.")
-        if float_layers:
-            notes.append(f"Kept in float32: the {' and the '.join(float_layers)} layer"
-                         f"{'s' if len(float_layers) > 1 else ''} of every member.")
+        kept = {r.name: r.checks["int8"]["quantization"] for r in reports}
+        if any(q["float_layers"] for q in kept.values()):
+            notes.append("Kept in float32" + (" (chosen by measurement, int8_float_layers=auto)"
+                                              if float_layers == (AUTO,) else "") + ": " + "; ".join(
+                f"{name}: {', '.join(q['float_layers'])} ({q['float_macs_share']:.1%} of its MACs)"
+                if q["float_layers"] else f"{name}: none" for name, q in kept.items()) + ".")
     return ExportReport(bundle=str(out), precision=precision, members=reports, provenance=provenance,
                         notes=notes, seconds=round(time.perf_counter() - started, 3))
 

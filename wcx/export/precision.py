@@ -27,13 +27,16 @@ section 6), so precision is decided here, in the graph:
   ``float_layers`` keeps parts of the network in float32 (:data:`FLOAT_LAYERS`): ``first``, the
   graph input and the first weighted layer (Conv, ConvTranspose, Gemm, MatMul) reached from it,
   with every node between them; ``last``, the last weighted layer before the graph output and
-  every node after it. They are handed to ``quantize_static`` as ``nodes_to_exclude``: onnxruntime
-  leaves those nodes and their weights unquantized (with ``first`` no QuantizeLinear reads the
-  graph input) and quantizes the other nodes as usual (the last layer still reads its input
-  through the Q/DQ pair of the node before it). The graph stays symmetric Q/DQ with float biases;
-  TensorRT's strongly typed networks run the float layers in float32. None by default
-  (:data:`DEFAULT_FLOAT_LAYERS`): on the zoo, ``first`` raised the mean agreement a little but
-  made no more members pass the gate with every range sample (``docs/results/int8_defaults.md``).
+  every node after it; ``layer:K``, the K-th weighted node alone. They are handed to
+  ``quantize_static`` as ``nodes_to_exclude``: onnxruntime leaves those nodes and their weights
+  unquantized (with ``first`` no QuantizeLinear reads the graph input) and quantizes the other
+  nodes as usual (the last layer still reads its input through the Q/DQ pair of the node before
+  it). The graph stays symmetric Q/DQ with float biases;
+  TensorRT's strongly typed networks run the float layers in float32. No fixed choice makes every
+  zoo member pass the gate with every range sample (``first`` raised the mean agreement a little
+  and no more; ``docs/results/int8_defaults.md``), so the exporter's default is ``auto``
+  (:data:`DEFAULT_FLOAT_LAYERS`): every layer quantized unless the agreement falls short, then the
+  fewest layers in float that bring it up, found by measurement (:mod:`wcx.export.float_fallback`).
 
 No torch here: both work on any ONNX file.
 """
@@ -69,9 +72,11 @@ DEFAULT_CALIBRATION_METHOD = "minmax"
 WEIGHT_RANGES: dict[bool, tuple[int, int]] = {False: (-127, 127), True: (-64, 64)}
 #: parts of a network that ``float_layers`` can keep in float32 (module docstring)
 FLOAT_LAYERS: tuple[str, ...] = ("first", "last")
+#: the ``float_layers`` value that asks the exporter to choose them (:mod:`wcx.export.float_fallback`)
+AUTO = "auto"
 #: the layers ``wcx export`` keeps in float unless told otherwise, in the command line's form
-#: (:func:`check_float_layers`; measured: docs/results/int8_defaults.md)
-DEFAULT_FLOAT_LAYERS = "none"
+#: (measured: docs/results/int8_defaults.md)
+DEFAULT_FLOAT_LAYERS = AUTO
 #: the op types that make a "layer" (weighted nodes, as wcx.export.macs counts them)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -102,20 +107,34 @@ def check_calibration_method(method: str, *, name: str = "calibration_method") -
 
 
 def check_float_layers(layers: str | Sequence[str], *, name: str = "float_layers") -> tuple[str, ...]:
-    """``layers`` as a tuple in :data:`FLOAT_LAYERS`'s order without repeats if each is one of
-    :data:`FLOAT_LAYERS`, else a ``BadInputError`` that names the parameter ``name``. A string is
-    read as a comma-separated list (``"first,last"``); ``"none"`` or ``""`` is no layer.
+    """``layers`` as a tuple without repeats, :data:`FLOAT_LAYERS` first (in that order), then
+    ``layer:K`` parts by K, if each is one of them, else a ``BadInputError`` that names the
+    parameter ``name``. ``layer:K`` is the K-th weighted node (0-based, graph order) alone. A
+    string is read as a comma-separated list (``"first,last"``); ``"none"`` or ``""`` is no layer.
 
     >>> check_float_layers("last,first"), check_float_layers(["first"]), check_float_layers("none")
     (('first', 'last'), ('first',), ())
+    >>> check_float_layers("layer:3,first,layer:1")
+    ('first', 'layer:1', 'layer:3')
     """
     if isinstance(layers, str):  # a bare "first" would otherwise be read letter by letter
         layers = [part.strip() for part in layers.split(",") if part.strip() not in ("", "none")]
-    unknown = [layer for layer in layers if layer not in FLOAT_LAYERS]
-    if unknown:
-        raise BadInputError(f"{name}: {unknown[0]!r} is not a part INT8 export can keep in float "
-                            f"(valid: {', '.join(FLOAT_LAYERS)})")
-    return tuple(layer for layer in FLOAT_LAYERS if layer in layers)
+    indices: set[int] = set()
+    for layer in layers:
+        if layer in FLOAT_LAYERS:
+            continue
+        index = layer.removeprefix("layer:") if isinstance(layer, str) else ""
+        if not (layer.startswith("layer:") and index.isdigit()):
+            raise BadInputError(f"{name}: {layer!r} is not a part INT8 export can keep in float "
+                                f"(valid: {', '.join(FLOAT_LAYERS)}, layer:K for the K-th weighted layer)")
+        indices.add(int(index))
+    return (tuple(layer for layer in FLOAT_LAYERS if layer in layers)
+            + tuple(f"layer:{k}" for k in sorted(indices)))
+
+
+def weighted_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The weighted nodes (:data:`WEIGHTED_OPS`) of ``model``, in graph order: what ``layer:K`` counts."""
+    return [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
 
 
 def float_layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> list[onnx.NodeProto]:
@@ -124,7 +143,8 @@ def float_layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> list[onn
     ``first``: from each graph input forward, every node up to and including the first weighted
     node (:data:`WEIGHTED_OPS`) on each path. ``last``: from each graph output backward, every
     node up to and including the last weighted node on each path. A path without a weighted
-    node keeps all its nodes. Nodes are assumed in topological order (ONNX requires it).
+    node keeps all its nodes. ``layer:K``: the K-th weighted node alone (none where the graph has
+    fewer). Nodes are assumed in topological order (ONNX requires it).
     """
     graph = model.graph
     inits = {i.name for i in graph.initializer}
@@ -156,6 +176,10 @@ def float_layer_nodes(model: onnx.ModelProto, layers: Sequence[str]) -> list[onn
             keep.add(i)
             if graph.node[i].op_type not in WEIGHTED_OPS:
                 todo.extend(producer[t] for t in graph.node[i].input if t in producer)
+    indices = [i for i, n in enumerate(graph.node) if n.op_type in WEIGHTED_OPS]  # as weighted_nodes counts
+    for layer in layers:
+        if layer.startswith("layer:") and int(layer.removeprefix("layer:")) < len(indices):
+            keep.add(indices[int(layer.removeprefix("layer:"))])
     return [graph.node[i] for i in sorted(keep)]
 
 
@@ -251,7 +275,7 @@ def quantize_int8(
     batch_size: int = 32,
     reduce_range: bool = False,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
-    float_layers: str | Sequence[str] = DEFAULT_FLOAT_LAYERS,
+    float_layers: str | Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write a symmetric INT8 Q/DQ copy of ``src`` to ``dst``, ranges from ``calib_x``.
 
@@ -285,9 +309,10 @@ def quantize_int8(
             log.info("quant_pre_process failed (%s); quantizing the graph as it is", exc)
             options["pre_process"] = False
         excluded: list[str] = []
+        # chosen on the graph onnxruntime quantizes (pre-processing renames and fuses nodes)
+        model = onnx.load(str(source))
+        options["weighted_layers"] = len(weighted_nodes(model))
         if layers:
-            # chosen on the graph onnxruntime quantizes (pre-processing renames and fuses nodes)
-            model = onnx.load(str(source))
             if _name_unnamed_nodes(model):
                 source = Path(tmp) / "named.onnx"
                 onnx.save(model, str(source))
