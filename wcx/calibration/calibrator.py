@@ -260,26 +260,35 @@ class CascadeCalibrator:
         refuse before the members run."""
         if self.delta is None:
             return
-        n_cert = n - int(round(self.fit_fraction * n))
+        fraction = self._fit_share
+        n_cert = n - int(round(fraction * n))
         n0 = min_certify_size(self.target.alpha, self.delta)
         if n_cert >= n0:
             return
-        need = math.ceil(n0 / (1.0 - self.fit_fraction))
-        while need - int(round(self.fit_fraction * need)) < n0:  # the split rounds; make the count exact
+        need = math.ceil(n0 / (1.0 - fraction))
+        while need - int(round(fraction * need)) < n0:  # the split rounds; make the count exact
             need += 1
         message = (f"the certifying part has {n_cert} of {n} held-out inputs (fit_fraction "
-                   f"{self.fit_fraction:g}); at least {n0} are needed for the target and delta "
+                   f"{fraction:g}); at least {n0} are needed for the target and delta "
                    f"{self.delta:g}, i.e. at least {need} held-out inputs")
         raise InsufficientDataError(message, {
             "certified": False, "reason": "too_few_inputs", "error": message, "task": self.task,
-            "mode": "guaranteed", "risk": self.target.alpha, "delta": self.delta, "fit_fraction": self.fit_fraction,
+            "mode": "guaranteed", "risk": self.target.alpha, "delta": self.delta, "fit_fraction": fraction,
             "n": int(n), "n_certify": int(n_cert), "n_certify_needed": int(n0), "n_needed": int(need),
             "manifest_written": False,
         })
 
+    @property
+    def _fit_share(self) -> float:
+        """The share of the held-out rows set aside to fit the policy: none for a policy fixed in
+        advance (``none``, ``all``), whose tau is certified on every row."""
+        return self.fit_fraction if self.fitter.uses_data else 0.0
+
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the window-fitting part and the tau-certifying part."""
-        if self.delta is None:
+        """Indices of the window-fitting part and the tau-certifying part (the same rows in
+        empirical mode, and for a policy fixed in advance, which fits nothing)."""
+        if self.delta is None or not self.fitter.uses_data:
+            self.check_data_size(n)
             idx = np.arange(n)
             return idx, idx
         self.check_data_size(n)

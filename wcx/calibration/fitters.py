@@ -60,6 +60,9 @@ class PolicyFitter(abc.ABC):
     kind: str = ""
     #: the fewest members the policy needs
     min_members: int = 1
+    #: False for a policy fixed in advance: guaranteed mode then certifies tau on every held-out
+    #: row instead of setting a window-fitting part aside
+    uses_data: bool = True
 
     @abc.abstractmethod
     def fit(self, scores: np.ndarray, preds: np.ndarray, labels: np.ndarray | None, target: Target,
@@ -100,6 +103,8 @@ class ThresholdFitter(PolicyFitter):
 
 class FixedFitter(PolicyFitter):
     """A policy with nothing to fit (``none`` or ``all``)."""
+
+    uses_data = False
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
