@@ -269,6 +269,7 @@ def write_bundle(
     *,
     extra_files: Sequence[tuple[str, Path]] = (),
     overwrite: bool = False,
+    sections: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Create a bundle directory atomically from already-built member files.
 
@@ -277,6 +278,8 @@ def write_bundle(
     pairs copied as they are (their references must already be in the sections). ``export``
     records how the members were made. Either the whole bundle appears or nothing does;
     ``overwrite`` replaces only an existing wcx bundle (:func:`check_replaceable`).
+    ``sections`` (``policy``, ``calibration``, ``engines``, as for :meth:`Bundle.update_sections`)
+    are written in the same manifest, so a calibrated bundle appears at once.
     """
     path = Path(path)
     clean_staging(path)  # puts back a bundle an interrupted replacement left aside
@@ -295,17 +298,20 @@ def write_bundle(
             target = _inside(tmp, rel, where=str(path))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-        write_manifest(tmp, new_manifest(specs, export))
+        manifest = new_manifest(specs, export)
+        write_manifest(tmp, manifest.with_sections(**sections) if sections else manifest)
     return Bundle.load(path)
 
 
 def select_members(
-    bundle: Bundle, names: Sequence[str], out: str | Path, *, overwrite: bool = False
+    bundle: Bundle, names: Sequence[str], out: str | Path, *, overwrite: bool = False,
+    sections: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Write a new bundle holding only the members ``names`` of ``bundle``, in that order.
 
     Files are copied and re-hashed; policy, calibration and engines are dropped (they were
-    fitted for the old member set). Used to build a cascade from a model zoo.
+    fitted for the old member set), or replaced by ``sections`` fitted for the new one (see
+    :func:`write_bundle`). Used to build a cascade from a model zoo.
     """
     pairs: list[tuple[MemberSection, Path]] = []
     extra: list[tuple[str, Path]] = []
@@ -315,4 +321,4 @@ def select_members(
         extra.extend((rel, bundle.file(rel)) for rel, _ in file_references(spec.to_dict()) if rel != spec.file)
     export = dict(bundle.manifest.export)
     export["selected_from"] = {"bundle": str(bundle.path), "members": list(names)}
-    return write_bundle(out, pairs, export, extra_files=extra, overwrite=overwrite)
+    return write_bundle(out, pairs, export, extra_files=extra, overwrite=overwrite, sections=sections)

@@ -740,6 +740,117 @@ def calibrate(
         raise
 
 
+# ---------------------------------------------------------------------------------------------
+# wcx plan  (owned by wcx.calibration: planner, pareto_testing, plan_bundle)
+# ---------------------------------------------------------------------------------------------
+_FLAGS.update({"max_cost": "--max-cost", "max_stages": "--max-stages", "match": "--match",
+               "selection": "--selection"})
+
+
+@app.command("plan")
+def plan_command(
+    pool: Annotated[Path, typer.Argument(help="Bundle holding the pool of members to choose from (any sizes, "
+                                         "seeds, architectures with one input contract).")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled held-out data never used for training (.npz, IDX "
+                                       "or image folder); every pool member runs on it once.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Write the planned, calibrated cascade bundle here.")],
+    risk: Annotated[float, typer.Option("--risk", help="Target selective risk in (0, 1).")] = 0.05,
+    delta: Annotated[float, typer.Option("--delta", help="The certificate: P(risk <= target) >= 1 - delta, for "
+                                         "the cascade picked among all candidates (certified together).")] = 0.1,
+    match: Annotated[str | None, typer.Option("--match", help="Cheapest cascade whose certified coverage reaches "
+                                              "this pool member's own.")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Best certified coverage at or under this "
+                                                   "expected cost per input (MACs, or ms with --cost latency).")]
+    = None,
+    cost: Annotated[str, typer.Option("--cost", help="Price members by MACs (macs) or by measured latency "
+                                      "(latency, needs --bench from the target device).")] = "macs",
+    bench: Annotated[Path | None, typer.Option("--bench", help="JSON of 'wcx bench --json' on the pool (for "
+                                               "--cost latency).")] = None,
+    max_stages: Annotated[int, typer.Option("--max-stages", help="Most members per cascade (each at most "
+                                            "once).")] = 4,
+    score: Annotated[str, typer.Option("--score", help=f"One of {_registered('score')}.")] = "msp",
+    fit_fraction: Annotated[float, typer.Option("--fit-fraction", help="Share of the held-out set that chooses "
+                                                "the cascades; the rest certifies.")] = 0.3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fit/certify split (recorded).")] = 0,
+    selection: Annotated[str, typer.Option("--selection", help="How the candidates are certified together: "
+                                           "bonferroni (each at delta / candidates) or fixed_sequence (Pareto "
+                                           "Testing's one sequence ordered on the fit part).")] = "bonferroni",
+    test: Annotated[Path | None, typer.Option("--test", help="Labelled test data: the report also measures "
+                                              "every configuration there (nothing is fitted on it).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help=_backend_help(auto=False))] = "onnxruntime",
+    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the plan JSON here.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the coverage-vs-cost plot(s) and the "
+                                                "plan JSON to this dir.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle at --out.")] = False,
+) -> None:
+    """Plan the cheapest certified cascade from a pool of members: which, in which order, windows, tau.
+
+    Searches orders of up to --max-stages pool members and their windows on part of the held-out
+    data, certifies the best candidates' thresholds together on the rest (so the choice keeps the
+    guarantee: method.md, "Planning a cascade from a pool"), and writes the chosen cascade as a
+    calibrated bundle. Exit 1
+    when nothing is certified for the objective (the JSON is still written), 2 for bad input.
+    """
+    from wcx.bundle import Bundle
+    from wcx.calibration.held_out import open_data_for
+    from wcx.calibration.plan_bundle import plan_bundle, write_plan_plot
+
+    check_outputs(json_out)
+    if (match is None) == (max_cost is None):
+        raise BadInputError("give exactly one objective: --match MEMBER or --max-cost N")
+    if cost == "latency" and bench is None:
+        raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json' on the pool)")
+    b = Bundle.load(pool)
+    ds = open_data_for(b, data, require_labels=True)
+    test_ds = open_data_for(b, test, require_labels=True) if test else None
+    with _progress("running the pool's members on held-out data") as advance:
+        done = plan_bundle(
+            b, ds, out_dir, risk=risk, delta=delta, match=match, max_cost=max_cost, cost=cost,
+            bench=_read_json(bench) if cost == "latency" and bench else None, max_stages=max_stages, score=score,
+            fit_fraction=fit_fraction, seed=seed, selection=selection, backend=backend, threads=threads, test=test_ds,
+            overwrite=overwrite, progress=advance,
+        )
+    result = done.report
+    if report is not None:
+        plots = [write_plan_plot(result, report)]
+        if test is not None:
+            plots.append(write_plan_plot(result, report, part="test"))
+        result["plots"] = [str(p) for p in plots]
+        write_json(report / "plan.json", result)
+    if json_out is not None:
+        write_json(json_out, result)
+    _print_plan(result)
+    done.raise_if_failed()
+
+
+def _print_plan(r: dict[str, Any]) -> None:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    unit = "MACs" if r.get("cost") == "macs" else "ms"
+    table = Table(title=f"plan candidates (risk {r['risk']:g}; certified coverage on the certify part)")
+    for col in ("members", f"expected {unit}", "certified coverage", "risk bound", ""):
+        table.add_column(col, justify="left" if col == "members" else "right")
+    plan = r.get("plan") or {}
+    ref = r.get("reference")
+    if ref is not None:
+        table.add_row(f"{ref['member']} alone (to reach)", f"{ref['expected_cost']:,.4g}",
+                      pct(ref["coverage"]) if ref["certified"] else "not certified", pct(ref["risk_upper_bound"]),
+                      "reference")
+    for c in r["candidates"]:
+        table.add_row(" > ".join(c["members"]), f"{c['expected_cost']:,.4g}",
+                      pct(c["coverage"]) if c["certified"] else "not certified", pct(c["risk_upper_bound"]),
+                      "plan" if c["members"] == plan.get("members") else "")
+    out.print(table)
+    s = r["search"]
+    sel = r["selection"]
+    out.print(f"searched {s['evaluated']:,} cascades in {s['seconds']:.1f} s (front of {s['front_size']}); "
+              f"{sel['n_candidates']} candidates certified together ({sel['method']}, delta {r['delta']:g} in all)")
+    if r.get("manifest_written"):
+        out.print(f"planned cascade {' > '.join(r['members'])} written to {r['bundle']}")
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -14,6 +14,9 @@ Modules (each importable on its own; none imports scipy or matplotlib at import 
 * ``held_out``: running a bundle's members on held-out data and calibrating it
   (``calibrate_bundle``; ``wcx.calibrate`` is the same with the CLI's options);
 * ``logits_cache``: the user cache of held-out logits;
+* ``planner``, ``pareto_testing``, ``plan_baselines``, ``plan_bundle``: planning a cascade from
+  a pool of members (search over members, orders and windows; certifying the candidates
+  together; the baselines of its report; writing the planned bundle: ``wcx plan``);
 * ``metrics``: risk-coverage, AURC, AUROC, FPR@95, accuracy, NLL, ECE;
 * ``report``: plots (matplotlib, imported when called);
 * ``policy``, ``scores``: deprecated aliases of ``wcx.core.policy`` and ``wcx.core.scores``.

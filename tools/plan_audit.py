@@ -1,0 +1,419 @@
+#!/usr/bin/env python
+"""Audit ``wcx plan`` on the zoo: its guarantee, its running time and what it plans.
+
+Three parts, all on logits of the shipped FP32 zoo (computed once with ONNX Runtime and cached):
+
+* ``audit``: the population design. The 10,000 ``calib`` + ``test`` images are the population;
+  each draw takes a calibration set of ``--n`` images from it *with replacement* (an i.i.d.
+  sample of the population's distribution), plans on it exactly as ``wcx plan`` does (split,
+  search, Pareto Testing, the objective's pick), and measures the true selective risk of the
+  chosen (cascade, tau), and of every certified one, on the whole population. The violation
+  rate is the share of draws whose chosen plan has a true risk above the target (and, what Pareto
+  Testing controls, whose certified set holds any such pair); it must be at most delta. Reported
+  with its exact (Clopper-Pearson) 95% interval.
+* ``timing``: ``plan_cascade`` on the full 15-member pool with the 5,000 ``calib`` images
+  (search, certification and baselines), per objective, with the machine's load average.
+* ``match``: for b2_s0, b3_s0 and b4_s0, ``--match`` planned on ``calib`` and measured on
+  ``test`` (nothing fitted there): the plan's MACs against the member's and both coverages at
+  their certified taus.
+
+    python tools/plan_audit.py all --out docs/results/plan_audit     # writes .json and .md
+    python tools/plan_audit.py audit --draws 1000 --out /tmp/audit
+
+Exit codes: 0 done, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wcx.calibration.planner import DEFAULT_CANDIDATES, cascade_outputs, plan_cascade
+from wcx.core.policy import NonePolicy
+from wcx.errors import WcxError
+
+#: the reduced configuration of the audit (a small pool, a coarse grid)
+AUDIT_POOL = ("b0_s0", "b0_s1", "b1_s0", "b1_s1", "b2_s0", "b2_s1")
+AUDIT_MATCH = "b2_s0"
+AUDIT_WIDTHS = (0.03, 0.1, 0.3, 1.0)
+AUDIT_STAGES = 3
+AUDIT_BEAM = 8
+AUDIT_GRID = 300
+RISK, DELTA = 0.05, 0.1
+
+
+def zoo_population(cache_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Names, MACs, logits (15, 10000, K) and labels of the calib + test images."""
+    from wcx.zoo.experiment import load_zoo_bundle, load_zoo_logits
+
+    z = load_zoo_logits(load_zoo_bundle("fp32"), splits=("calib", "test"), threads=1, cache_dir=cache_dir)
+    logits = np.concatenate([z.logits["calib"], z.logits["test"]], axis=1)
+    labels = np.concatenate([z.labels["calib"], z.labels["test"]])  # type: ignore[list-item]
+    return z.names, np.array([z.macs[n] for n in z.names]), logits, labels
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact two-sided interval of a binomial rate."""
+    from scipy.stats import beta
+
+    a = (1.0 - level) / 2.0
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1.0 - a, k + 1, n - k))
+    return [lo, hi]
+
+
+def audit(names: list[str], macs: np.ndarray, logits: np.ndarray, labels: np.ndarray, *, draws: int, n: int,
+          seed: int) -> dict[str, Any]:
+    pool = [names.index(m) for m in AUDIT_POOL]
+    z, costs, pool_names = logits[pool], macs[pool], list(AUDIT_POOL)
+    chosen_viol = any_viol = no_plan = 0
+    cover, plan_macs, ref_cover, risks = [], [], [], []
+    t0 = time.perf_counter()
+    for d in range(draws):
+        idx = np.random.default_rng(seed + d).integers(0, labels.size, n)
+        plan = plan_cascade(z[:, idx], labels[idx], costs, pool_names, risk=RISK, delta=DELTA, match=AUDIT_MATCH,
+                            max_stages=AUDIT_STAGES, beam=AUDIT_BEAM, width_grid=AUDIT_WIDTHS, grid_size=AUDIT_GRID,
+                            seed=d, baselines=False)
+        violated_any = False
+        if plan.reference is not None and plan.reference.certified:
+            s, _, _ = cascade_outputs(z, labels, [pool_names.index(AUDIT_MATCH)], NonePolicy(), "msp")
+            ref_cover.append(float(np.mean(s >= plan.reference.tau)))
+        for i, cand in enumerate(plan.candidates):
+            if not cand.threshold.certified:
+                continue
+            s, e, pf = cascade_outputs(z, labels, cand.cascade.members, cand.cascade.policy, "msp")
+            acc = s >= cand.threshold.tau
+            risk = float(e[acc].mean()) if acc.any() else 0.0
+            violated_any |= risk > RISK
+            if i == plan.chosen:
+                chosen_viol += risk > RISK
+                risks.append(risk)
+                cover.append(float(acc.mean()))
+                plan_macs.append(float(np.dot(pf, costs[list(cand.cascade.members)])))
+        any_viol += violated_any
+        no_plan += plan.chosen is None
+    planned = draws - no_plan
+    return {
+        "pool": pool_names, "match": AUDIT_MATCH, "max_stages": AUDIT_STAGES, "beam": AUDIT_BEAM,
+        "width_grid": list(AUDIT_WIDTHS), "grid_size": AUDIT_GRID,
+        "n_candidates": DEFAULT_CANDIDATES, "selection": "bonferroni", "risk": RISK, "delta": DELTA,
+        "draws": draws, "n": n, "population": int(labels.size), "seed": seed,
+        "chosen_violations": int(chosen_viol), "chosen_violation_rate": chosen_viol / draws,
+        "chosen_violation_ci95": clopper_pearson(int(chosen_viol), draws),
+        "any_certified_violations": int(any_viol), "any_certified_violation_rate": any_viol / draws,
+        "any_certified_violation_ci95": clopper_pearson(int(any_viol), draws),
+        "draws_without_plan": int(no_plan),
+        "mean_true_risk": float(np.mean(risks)) if risks else None,
+        "mean_true_coverage": float(np.mean(cover)) if cover else None,
+        "mean_true_coverage_of_matched_member": float(np.mean(ref_cover)) if ref_cover else None,
+        "mean_plan_macs": float(np.mean(plan_macs)) if plan_macs else None,
+        "matched_member_macs": float(costs[pool_names.index(AUDIT_MATCH)]),
+        "planned_draws": planned, "seconds": time.perf_counter() - t0,
+    }
+
+
+def timing(names: list[str], macs: np.ndarray, logits: np.ndarray, labels: np.ndarray, *,
+           repeats: int) -> dict[str, Any]:
+    calib_z, calib_y = logits[:, :5000], labels[:5000]
+    rows = []
+    for objective in ({"match": "b3_s0"}, {"match": "b4_s0"}, {"max_cost": 1.0e6}):
+        for r in range(repeats):
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            plan = plan_cascade(calib_z, calib_y, macs, names, risk=RISK, delta=DELTA, **objective)  # type: ignore[arg-type]
+            rows.append({"objective": objective, "repeat": r, "seconds_total": time.perf_counter() - t0,
+                         "seconds_search": plan.search.seconds, "evaluated": plan.search.evaluated,
+                         "front_size": len(plan.search.front), "load_average_1min_before": load})
+    return {"pool_size": len(names), "n": 5000, "max_stages": 4, "rows": rows,
+            "max_seconds_total": max(r["seconds_total"] for r in rows)}
+
+
+def match_table(names: list[str], macs: np.ndarray, logits: np.ndarray, labels: np.ndarray, *,
+                latency: bool, threads: int) -> dict[str, Any]:
+    """``--match`` each of b2_s0, b3_s0, b4_s0 on calib; measure on test. The member's own
+    reference is its certified threshold in the plan's joint test and, beside it, its own
+    single-model certificate (``wcx calibrate --policy none --delta``, same split)."""
+    import tempfile
+
+    from wcx.bundle import select_members
+    from wcx.calibration.calibrator import CascadeCalibrator
+    from wcx.calibration.plan_bundle import plan_result
+    from wcx.zoo.experiment import bench_cascade, load_split, load_zoo_bundle
+
+    zoo = load_zoo_bundle("fp32")
+    test_x = load_split("test").x
+    calib_z, calib_y, test_z, test_y = logits[:, :5000], labels[:5000], logits[:, 5000:], labels[5000:]
+    rows = []
+    for member in ("b2_s0", "b3_s0", "b4_s0"):
+        plan = plan_cascade(calib_z, calib_y, macs, names, risk=RISK, delta=DELTA, match=member,
+                            test_logits=test_z, test_labels=test_y, baselines=False)
+        i = names.index(member)
+        # the member's own certificate, as `wcx calibrate --policy none --delta` fits it on the same split
+        own = CascadeCalibrator(policy="none", risk=RISK, delta=DELTA).fit(calib_z[[i]], calib_y)
+        assert plan.reference is not None and own.tau_ == plan.reference.tau
+        own_test = own.evaluate(test_z[[i]], test_y)
+        row: dict[str, Any] = {"member": member, "member_macs": float(macs[i]),
+                               "member_certified_coverage": plan.reference.coverage,
+                               "member_test_coverage": own_test["coverage"], "member_test_risk": own_test["risk"],
+                               "candidates": [c.to_dict(names) for c in plan.candidates]}
+        pick = plan.plan
+        if pick is None:
+            row["plan"] = None
+            rows.append(row)
+            continue
+        s, e, pf = cascade_outputs(test_z, test_y, pick.cascade.members, pick.cascade.policy, "msp")
+        acc = s >= pick.threshold.tau
+        test_macs = float(np.dot(pf, macs[list(pick.cascade.members)]))
+        row.update(plan=pick.cascade.names(names), plan_certified_coverage=pick.threshold.coverage,
+                   plan_risk_upper_bound=pick.threshold.risk_upper_bound, plan_test_coverage=float(acc.mean()),
+                   plan_test_risk=float(e[acc].mean()), plan_test_macs=test_macs,
+                   macs_ratio=test_macs / row["member_macs"])
+        if latency:
+            policy = plan_result(plan, macs.tolist(), macs.tolist(), "macs", 10).policy_section().to_dict()
+            with tempfile.TemporaryDirectory(prefix="wcx-plan-") as tmp:
+                planned = select_members(zoo, pick.cascade.names(names), Path(tmp) / "plan")
+                bench = bench_cascade(planned, test_x, (256,), policy=policy, singles=(zoo, [member]),
+                                      threads=threads)
+            ms = {r["config"]: float(r["p50_ms"]) for r in bench if int(r["batch_size"]) == 256}
+            row.update(latency_batch=256, threads=threads, plan_ms=ms["cascade"], member_ms=ms[f"single:{member}"],
+                       latency_ratio=ms["cascade"] / ms[f"single:{member}"])
+        rows.append(row)
+    return {"rows": rows}
+
+
+def sensitivity(names: list[str], macs: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The match table's plans under other settings: fit share, candidates, selection method."""
+    import itertools
+
+    calib_z, calib_y, test_z, test_y = logits[:, :5000], labels[:5000], logits[:, 5000:], labels[5000:]
+    rows = []
+    for ff, n_cand, sel in itertools.product((0.3, 0.5), (3, 6), ("bonferroni", "fixed_sequence")):
+        for member in ("b2_s0", "b3_s0", "b4_s0"):
+            plan = plan_cascade(calib_z, calib_y, macs, names, risk=RISK, delta=DELTA, match=member, fit_fraction=ff,
+                                n_candidates=n_cand, selection=sel, baselines=False)
+            row: dict[str, Any] = {"fit_fraction": ff, "n_candidates": n_cand, "selection": sel, "member": member,
+                                   "member_certified_coverage": plan.reference.coverage if plan.reference else None,
+                                   "plan": None}
+            if plan.plan is not None:
+                pick = plan.plan
+                s, _, pf = cascade_outputs(test_z, test_y, pick.cascade.members, pick.cascade.policy, "msp")
+                row.update(plan=pick.cascade.names(names), plan_test_coverage=float(np.mean(s >= pick.threshold.tau)),
+                           macs_ratio=float(np.dot(pf, macs[list(pick.cascade.members)])) / float(
+                               macs[names.index(member)]))
+            rows.append(row)
+    return {"rows": rows}
+
+
+def front_vs_baselines(names: list[str], macs: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The planner's front (searched on calib's fit part, up to b4_s0's cost) against every
+    baseline on ``test``: per baseline kind, how many lie more than half a point of coverage above
+    the front's best coverage at or under their cost, and the largest such gap."""
+    calib_z, calib_y, test_z, test_y = logits[:, :5000], labels[:5000], logits[:, 5000:], labels[5000:]
+    cap = float(macs[names.index("b4_s0")])
+    plan = plan_cascade(calib_z, calib_y, macs, names, risk=RISK, delta=DELTA, max_cost=cap, test_logits=test_z,
+                        test_labels=test_y)
+    front = sorted((f["test"]["expected_cost"], f["test"]["coverage_at_risk"]) for f in plan.front)
+    kinds: dict[str, dict[str, Any]] = {}
+    for b in plan.baselines:
+        cost, cov = b["test"]["expected_cost"], b["test"]["coverage_at_risk"]
+        if cost > cap:
+            continue
+        best = max((c for x, c in front if x <= cost), default=0.0)
+        k = kinds.setdefault(b["kind"], {"n": 0, "above_front": 0, "max_gap": 0.0, "worst": None})
+        k["n"] += 1
+        if cov > best + 0.005:
+            k["above_front"] += 1
+            if cov - best > k["max_gap"]:
+                k["max_gap"], k["worst"] = cov - best, {"members": b["members"], "cost": cost, "coverage": cov,
+                                                       "front_coverage": best}
+    return {"cap": cap, "front_size": len(front), "margin": 0.005, "kinds": kinds}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = ["# `wcx plan`: guarantee audit, running time, matches", "",
+             f"Measured with `{'`, then `'.join(r.get('commands') or [r.get('command', '')])}` on {m['cores']} "
+             f"cores of an {m['cpu']} "
+             f"(Python {m['python']}, numpy {m['numpy']}); other agents shared the machine, so timings carry "
+             "their load (the 1-minute load average before each run is in the JSON). Every number here is in "
+             "`plan_audit.json`, written by the same run.", ""]
+    a = r.get("audit")
+    if a:
+        lines += [
+            "## Guarantee audit (population design, reduced configuration)", "",
+            f"Population: the {a['population']:,} zoo `calib` + `test` images. {a['draws']:,} calibration sets "
+            f"of {a['n']:,} drawn with replacement; on each, the whole plan (fit/certify split 30/70, search, "
+            f"the candidates certified together ({a['selection']}), the pick) at risk {a['risk']:g}, delta "
+            f"{a['delta']:g}; true risk measured on the population.",
+            f"Reduced configuration: pool {', '.join(a['pool'])}; objective `--match {a['match']}`; at most "
+            f"{a['max_stages']} stages; beam {a['beam']}; window widths {a['width_grid']} per side; "
+            f"{a['grid_size']} thresholds per candidate; {a['n_candidates']} candidates certified together.", "",
+            "| | violations | rate | exact 95% interval |", "| --- | --- | --- | --- |",
+            f"| chosen plan's true risk > {a['risk']:g} | {a['chosen_violations']} / {a['draws']} | "
+            f"{100 * a['chosen_violation_rate']:.1f}% | {100 * a['chosen_violation_ci95'][0]:.1f}% - "
+            f"{100 * a['chosen_violation_ci95'][1]:.1f}% |",
+            f"| any certified (cascade, tau) with true risk > {a['risk']:g} | {a['any_certified_violations']} / "
+            f"{a['draws']} | {100 * a['any_certified_violation_rate']:.1f}% | "
+            f"{100 * a['any_certified_violation_ci95'][0]:.1f}% - {100 * a['any_certified_violation_ci95'][1]:.1f}% |",
+            "",
+            f"Target: at most delta = {100 * a['delta']:g}%. Draws without a plan (no certified cascade cheaper "
+            f"than {a['match']} reached its own certificate): {a['draws_without_plan']}. Over the others: "
+            f"mean true coverage of the plan {100 * (a['mean_true_coverage'] or 0):.2f}% (mean true risk "
+            f"{100 * (a['mean_true_risk'] or 0):.2f}%) at {a['mean_plan_macs'] or 0:,.0f} MACs on average, against "
+            f"{100 * (a['mean_true_coverage_of_matched_member'] or 0):.2f}% for {a['match']} alone at its own "
+            f"certificate ({a['matched_member_macs']:,.0f} MACs; mean over every draw). {a['seconds']:.0f} s in "
+            "all. Only the default (`bonferroni`) is audited here; `fixed_sequence` has a synthetic family-wise "
+            "error check in tests/calibration/test_pareto_testing.py.", ""]
+    t = r.get("timing")
+    if t:
+        lines += ["## Running time on the full zoo pool", "",
+                  f"`plan_cascade` on all {t['pool_size']} members with the {t['n']:,} `calib` images, up to "
+                  f"{t['max_stages']} stages, default search (beam 24, 6 widths per side), certification and "
+                  "every baseline, one process (the logits already computed):", "",
+                  "| objective | total s | search s | cascades measured | load before |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in t["rows"]:
+            obj = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in row["objective"].items())
+            lines.append(f"| {obj} | {row['seconds_total']:.1f} | {row['seconds_search']:.1f} | "
+                         f"{row['evaluated']:,} | {row['load_average_1min_before']:.2f} |")
+        lines += ["", f"Target: at most 60 s. Slowest: {t['max_seconds_total']:.1f} s. Running the 15 members on the "
+                  "5,000 images once (ONNX Runtime, cached afterwards) comes on top.", ""]
+    mt = r.get("match")
+    if mt:
+        lines += ["## Matching single models (planned on `calib`, measured on `test`)", "",
+                  "Coverage at each one's certified tau (delta 0.1, risk 0.05); MACs are expected MACs per input "
+                  "on `test`.", "",
+                  "| member | its MACs | its test coverage | plan | plan MACs (ratio) | "
+                  "plan test coverage | plan test risk | latency at batch 256: plan / member |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in mt["rows"]:
+            cov = f"{100 * row['member_test_coverage']:.2f}%"
+            if row.get("plan") is None:
+                lines.append(f"| {row['member']} | {row['member_macs']:,.0f} | {cov} | none certified | | | | |")
+                continue
+            lat = (f"{row['plan_ms']:.1f} / {row['member_ms']:.1f} ms ({row['latency_ratio']:.2f}x)"
+                   if "plan_ms" in row else "not measured")
+            lines.append(f"| {row['member']} | {row['member_macs']:,.0f} | {cov} | {' > '.join(row['plan'])} | "
+                         f"{row['plan_test_macs']:,.0f} ({row['macs_ratio']:.2f}x) | "
+                         f"{100 * row['plan_test_coverage']:.2f}% | {100 * row['plan_test_risk']:.2f}% | {lat} |")
+        lines += ["", "The member's coverage is at its own single-model certificate (`wcx calibrate --policy none "
+                  "--delta 0.1`, the same 30/70 split): the plan must reach it on the certify part. Latency: "
+                  f"ONNX Runtime on this CPU ({mt['rows'][0].get('threads', 1)} intra-op thread), median over many "
+                  "different batches of `test` rows, plan and member "
+                  "timed in the same rounds (`wcx.zoo.experiment.bench_cascade`).", ""]
+    fb = r.get("front")
+    if fb:
+        lines += ["## The planner's front against the baselines (searched on `calib`, measured on `test`)", "",
+                  f"Front of `plan_cascade(..., max_cost={fb['cap']:,.0f})` ({fb['front_size']} cascades, searched on "
+                  "the 1,500-row fit part of `calib`); a baseline counts as above it when its coverage at risk 0.05 "
+                  f"on `test` exceeds the front's best at or under its cost by more than {100 * fb['margin']:g} "
+                  "points (a bootstrap standard error was not computed).", "",
+                  "| baseline | configurations | above the front | largest gap | where |",
+                  "| --- | --- | --- | --- | --- |"]
+        for kind, k in fb["kinds"].items():
+            w = k["worst"]
+            where = "" if w is None else (f"{' > '.join(w['members'])} at {w['cost']:,.0f} MACs: "
+                                         f"{100 * w['coverage']:.2f}% vs {100 * w['front_coverage']:.2f}%")
+            lines.append(f"| {kind} | {k['n']} | {k['above_front']} | {100 * k['max_gap']:.2f} points | {where} |")
+        lines.append("")
+    sv = r.get("sensitivity")
+    if sv:
+        lines += ["## Sensitivity of the matches to the planner's settings (test coverage, MACs ratio)", "",
+                  "Same protocol as above without latency; `bonferroni` / `fixed_sequence` is how the candidates are "
+                  "certified together (method.md). The defaults are fit share 0.3, 6 candidates, bonferroni.", "",
+                  "| fit share | candidates | selection | b2_s0 | b3_s0 | b4_s0 |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        keys = sorted({(row["fit_fraction"], row["n_candidates"], row["selection"]) for row in sv["rows"]})
+        for key in keys:
+            cells = []
+            for member in ("b2_s0", "b3_s0", "b4_s0"):
+                row = next(x for x in sv["rows"] if (x["fit_fraction"], x["n_candidates"], x["selection"]) == key
+                           and x["member"] == member)
+                cells.append("none certified" if row["plan"] is None else
+                             f"{100 * row['plan_test_coverage']:.2f}% at {row['macs_ratio']:.2f}x")
+            lines.append(f"| {key[0]:g} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("part", choices=("audit", "timing", "match", "sensitivity", "front", "all", "render"),
+                    help="render: rewrite OUT.md from OUT.json")
+    ap.add_argument("--draws", type=int, default=1000, help="audit: calibration sets drawn (default 1000)")
+    ap.add_argument("--n", type=int, default=5000, help="audit: images per calibration set (default 5000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2, help="timing: runs per objective (default 2)")
+    ap.add_argument("--no-latency", action="store_true", help="match: skip the latency benchmark")
+    ap.add_argument("--threads", type=int, default=1, help="match: ONNX Runtime threads for latency (default 1)")
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "wcx" / "zoo-logits")
+    ap.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    args = ap.parse_args(argv)
+    if args.draws < 1 or args.n < 100:
+        print("error: --draws must be >= 1 and --n >= 100", file=sys.stderr)
+        return 2
+    if args.part == "render":
+        if args.out is None:
+            print("error: render needs --out", file=sys.stderr)
+            return 2
+        import json
+
+        from wcx.atomic import write_text_atomic
+
+        write_text_atomic(args.out.with_suffix(".md"), markdown(json.loads(args.out.with_suffix(".json").read_text())))
+        return 0
+    try:
+        names, macs, logits, labels = zoo_population(args.cache_dir)
+        command = "python tools/plan_audit.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        result: dict[str, Any] = {"machine": machine(), "commands": [command]}
+        if args.out is not None and args.out.with_suffix(".json").is_file():  # a part rerun updates the rest
+            import json
+
+            earlier = json.loads(args.out.with_suffix(".json").read_text())
+            result = {**earlier, "machine": result["machine"],
+                      "commands": [*earlier.get("commands", [earlier.get("command", "")]), command]}
+        if args.part in ("match", "all"):
+            result["match"] = match_table(names, macs, logits, labels, latency=not args.no_latency,
+                                          threads=args.threads)
+        if args.part in ("front", "all"):
+            result["front"] = front_vs_baselines(names, macs, logits, labels)
+        if args.part in ("sensitivity", "all"):
+            result["sensitivity"] = sensitivity(names, macs, logits, labels)
+        if args.part in ("timing", "all"):
+            result["timing"] = timing(names, macs, logits, labels, repeats=args.repeats)
+        if args.part in ("audit", "all"):
+            result["audit"] = audit(names, macs, logits, labels, draws=args.draws, n=args.n, seed=args.seed)
+    except WcxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    text = markdown(result)
+    print(text)
+    if args.out:
+        from wcx.atomic import write_json_atomic, write_text_atomic
+
+        write_json_atomic(args.out.with_suffix(".json"), result)
+        write_text_atomic(args.out.with_suffix(".md"), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
