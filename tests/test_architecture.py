@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "wcx"
 MODULE_STRING = re.compile(r"^(wcx(?:\.\w+)+)(?::[\w.]+)?$")
 #: packages drawn as one node in the layer check (the rest of wcx are single modules)
-SUBPACKAGES = ("core", "data", "export", "calibration", "runtime", "zoo")
+SUBPACKAGES = ("core", "data", "export", "calibration", "runtime", "zoo", "serve")
 #: what each part may import (docs/architecture.md); everything may import wcx.errors and wcx.version
 LAYERS = {
     "wcx.core": {"wcx.errors"},
@@ -29,6 +29,7 @@ LAYERS = {
     "wcx.export": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values", "wcx.cuda_runtime"},
     "wcx.runtime": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.export", "wcx.cuda_runtime"},
     "wcx.calibration": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values", "wcx.runtime"},
+    "wcx.serve": {"wcx.core", "wcx.bundle", "wcx.data", "wcx.atomic", "wcx.json_values", "wcx.runtime"},
 }
 
 

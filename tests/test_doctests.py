@@ -11,6 +11,8 @@ MODULES = [
     "wcx.core.scores", "wcx.core.policy", "wcx.core.preprocess", "wcx.calibration.metrics",
     "wcx.calibration.simulator", "wcx.calibration.risk_control", "wcx.calibration.window",
     "wcx.runtime.buckets", "wcx.json_values", "wcx.core.frames", "wcx.data.source", "wcx.workflow",
+    "wcx.export.float_fallback", "wcx.export.precision",
+    "wcx.serve.contract", "wcx.serve.metrics", "wcx.serve.repository",
 ]
 
 

@@ -52,6 +52,8 @@ _FLAGS = {
     "max_calib_samples": "--int8-calib-samples", "int8_min_agreement": "--int8-min-agreement",
     "int8_float_layers": "--int8-float-layers",
     "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
+    "max_queue_delay_us": "--max-queue-delay-us", "input_dtype": "--input-dtype", "instances": "--instances",
+    "members": "--members",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
 #: write or read of a valid path (exit 1)
@@ -1113,6 +1115,90 @@ def build_engines_command(
     out.print(table)
     if json_out:
         write_json(json_out, [r.to_dict() for r in records])
+
+
+# ---------------------------------------------------------------------------------------------
+# wcx serve
+# ---------------------------------------------------------------------------------------------
+@app.command("serve")
+def serve_command(
+    bundle: PolicyBundleArg,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option("--port", help="HTTP port (KServe v2); gRPC listens on PORT+1, Triton's "
+                                      "metrics on PORT+2, wcx's per-stage metrics on PORT+3 (/metrics).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most rows Triton's dynamic batcher merges into "
+                                           "one cascade call (and the most one request may send).")] = 256,
+    max_queue_delay_us: Annotated[int, typer.Option("--max-queue-delay-us", help="Microseconds the dynamic "
+                                                    "batcher waits for more requests to merge.")] = 100,
+    input_dtype: Annotated[str | None, typer.Option("--input-dtype", help="Dtype of input x: float32 (in the "
+                                                    "bundle's input range) or uint8 (pixels). Default: uint8 for "
+                                                    "bundles that resize frames, else float32.",
+                                                    show_default=False)] = None,
+    probs: Annotated[bool, typer.Option("--probs", help="Also return probs (N, K float32).")] = False,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Serve the calibrated cascade from NVIDIA Triton (via PyTriton; the serve extra, in its own
+    environment): model wcx_cascade, input x (N, C, H, W), outputs pred, score, accept, exit_stage.
+    Stops on SIGTERM or Ctrl-C."""
+    from wcx.serve.server import ServerInfo, serve
+
+    def announce(info: ServerInfo) -> None:
+        err.print(f"serving {bundle} as model '{info.model_name}' ({info.backend}; x {info.input_dtype} "
+                  f"(N, {', '.join(map(str, info.sample_shape))}), N <= {info.max_batch}) on "
+                  f"http://{info.host}:{info.http_port}, gRPC {info.host}:{info.grpc_port}, Triton metrics "
+                  f":{info.metrics_port}, wcx metrics http://{info.host}:{info.wcx_metrics_port}/metrics",
+                  markup=False, highlight=False, soft_wrap=True)
+
+    final = serve(bundle, host=host, port=port, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
+                  input_dtype=input_dtype, probs=probs, backend=backend, threads=threads, strict=strict,
+                  on_ready=announce)
+    err.print(f"stopped after {final['requests']} requests ({final['rows']} rows, {final['failed_requests']} "
+              "failed)", markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# wcx export-triton
+# ---------------------------------------------------------------------------------------------
+@app.command("export-triton")
+def export_triton_command(
+    bundle: PolicyBundleArg,
+    out_dir: Annotated[Path, typer.Option("--out", help="The model repository to write (a new folder, or one this "
+                                          "command wrote, with --overwrite).")],
+    members: Annotated[str, typer.Option("--members", help="How members are served: onnxruntime (Triton's ONNX "
+                                         "Runtime backend), tensorrt (plans built in the container by "
+                                         "build_tensorrt_plans.sh) or python (ONNX Runtime in the Python backend, "
+                                         "for a Triton with only that backend).")] = "onnxruntime",
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Every model's max_batch_size.")] = 256,
+    max_queue_delay_us: Annotated[int, typer.Option("--max-queue-delay-us", help="Dynamic batching delay of every "
+                                                    "model, microseconds.")] = 100,
+    instances: Annotated[int, typer.Option("--instances", help="Instances per model (instance_group count).")] = 1,
+    input_dtype: Annotated[str | None, typer.Option("--input-dtype", help="Dtype of input x: float32 or uint8 (as "
+                                                    "for wcx serve).", show_default=False)] = None,
+    probs: Annotated[bool, typer.Option("--probs", help="Also return probs (N, K float32).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a repository this command wrote.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Write a Triton model repository: one model per member and a Python-backend (BLS) model,
+    wcx_cascade, that runs member m+1 only on the rows still in their windows."""
+    from wcx.serve.repository import export_triton
+
+    check_outputs(json_out)
+    report = export_triton(bundle, out_dir, members=members, max_batch=max_batch,
+                           max_queue_delay_us=max_queue_delay_us, instances=instances, input_dtype=input_dtype,
+                           probs=probs, overwrite=overwrite)
+    out.print(f"wrote {report.path}: models {', '.join(report.models)} (members: {report.members})",
+              markup=False, highlight=False, soft_wrap=True)
+    out.print("config.pbtxt files " + (f"parsed with {report.validated_with}" if report.validated_with else
+              "not parsed (install tritonclient[grpc] to check them with Triton's model-config protobuf)"),
+              markup=False, highlight=False)
+    if report.build_script is not None:
+        out.print(f"build the TensorRT plans inside the Triton container: {report.build_script}", markup=False,
+                  highlight=False)
+    if json_out:
+        write_json(json_out, report.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------
