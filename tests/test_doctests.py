@@ -13,6 +13,7 @@ MODULES = [
     "wcx.runtime.buckets", "wcx.json_values", "wcx.core.frames", "wcx.data.source", "wcx.workflow",
     "wcx.export.float_fallback", "wcx.export.precision",
     "wcx.serve.contract", "wcx.serve.metrics", "wcx.serve.repository",
+    "wcx.runtime.drift_tests", "wcx.calibration.reference",
 ]
 
 

@@ -675,6 +675,12 @@ def calibrate(
         bool, typer.Option("--replace-certified", help="Allow an empirical (uncertified) fit to replace the "
                            "bundle's certified calibration.")
     ] = False,
+    recertify: Annotated[
+        bool, typer.Option("--recertify", help="Keep the bundle's windows and re-certify only tau on new labelled "
+                           "--data (same target; its delta unless --delta is given); the previous calibration "
+                           "goes into the manifest's history. Exit 1 and the bundle unchanged when nothing "
+                           "can be certified.")
+    ] = False,
 ) -> None:
     """Fit the acceptance threshold and window bounds on held-out data for a risk target.
 
@@ -688,6 +694,9 @@ def calibrate(
     from wcx.errors import InsufficientDataError
 
     check_outputs(json_out)
+    if recertify:
+        _recertify(bundle, data, logits=logits, delta=delta, backend=backend, threads=threads, json_out=json_out)
+        return
     try:
         if (bundle is None) == (logits is None):
             raise BadInputError("give either a BUNDLE (with --data) or --logits LOGITS.npz")
@@ -853,6 +862,46 @@ def _print_plan(r: dict[str, Any]) -> None:
         out.print(f"planned cascade {' > '.join(r['members'])} written to {r['bundle']}")
 
 
+def _recertify(bundle: Path | None, data: Path | None, *, logits: Path | None, delta: float | None, backend: str,
+               threads: int | None, json_out: Path | None) -> None:
+    """``wcx calibrate BUNDLE --recertify --data NEW``: one call to :func:`wcx.workflow.recertify`."""
+    from wcx.bundle import Bundle
+    from wcx.calibration.held_out import open_data_for
+    from wcx.calibration.recertify import KEEP_DELTA
+    from wcx.errors import InsufficientDataError
+    from wcx.workflow import recertify
+
+    if bundle is None or data is None or logits is not None:
+        raise BadInputError("--recertify needs a BUNDLE and --data NEW.npz (labelled), and no --logits")
+    b = Bundle.load(bundle)
+    try:
+        source = open_data_for(b, data, require_labels=False)  # re-certification says which task needs them
+        with _progress("running members on the new data") as advance:
+            done = recertify(b, source, delta=KEEP_DELTA if delta is None else delta, backend=backend,
+                             threads=threads, progress=advance)
+    except InsufficientDataError as exc:
+        if json_out is not None:
+            write_json(json_out, {**exc.report, "error": cli_message(str(exc))})
+        raise
+    r = done.report
+    if json_out is not None:
+        write_json(json_out, r)
+    table = Table(title=f"re-certification ({r['mode']}, {r['n']} new inputs)")
+    for name in ("", "previous", "now"):
+        table.add_column(name, justify="right" if name else "left")
+    table.add_row("tau", f"{r['previous_tau']:.6g}" if r.get("previous_tau") is not None else "-",
+                  f"{r['tau']:.6g}" if r.get("tau") is not None else "-")
+    table.add_row("pass fraction", ", ".join(f"{p:.3f}" for p in r["previous_pass_fraction"]),
+                  ", ".join(f"{p:.3f}" for p in r["pass_fraction"]))
+    table.add_row("coverage", "", "-" if r.get("coverage") is None else f"{100 * r['coverage']:.2f}%")
+    if r.get("risk_upper_bound") is not None:
+        table.add_row("risk upper bound", "", f"{100 * r['risk_upper_bound']:.2f}%")
+    out.print(table)
+    if r["manifest_written"]:
+        out.print(f"tau re-certified and written to {r['bundle']}/wcx.json (previous calibration kept in its history)")
+    done.raise_if_failed()
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -913,8 +962,9 @@ def run_command(
         "beside it), or a folder of images (class sub-folders give labels)."))],
     out_path: Annotated[Path, typer.Option("--out", help=(
         "Write here (.npz), one entry per row: pred (the prediction), score (its confidence score), accept "
-        "(score >= tau: the decision to act on), exit_stage (the 1-based stage the row left the cascade at); "
-        "with --probs also probs (N, K); for an image folder also files and class_names."))],
+        "(score >= tau: the decision to act on), exit_stage (the 1-based stage the row left the cascade at), "
+        "first_score (its stage-1 score); with --probs also probs (N, K); for an image folder also files and "
+        "class_names."))],
     backend: BackendOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per cascade call.")] = 256,
     threads: ThreadsOpt = None,
@@ -922,13 +972,15 @@ def run_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     probs: Annotated[bool, typer.Option("--probs", help="Also write probs: the exit stage's ensemble "
                                         "probabilities (N, K float32).")] = False,
+    monitor: Annotated[bool, typer.Option("--monitor", help="Watch the run with the calibration's drift monitor "
+                                          "(alpha 0.01) and report its alarms at the end.")] = False,
 ) -> None:
     """Run the cascade on a data file or image folder; with labels, print accuracy, coverage and risk."""
     from wcx.runtime.cli_support import run_on_file
 
     check_outputs(json_out)
     summary = run_on_file(bundle, data, out_path, backend=backend, batch_size=batch_size,
-                          threads=threads, strict=strict, probs=probs)
+                          threads=threads, strict=strict, probs=probs, monitor=monitor)
     table = Table(title=f"wcx run  {bundle}  ({summary['backend']}/{summary['precision']})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -939,8 +991,66 @@ def run_command(
     table.add_row("pass_fraction", ", ".join(f"{p:.3f}" for p in summary["pass_fraction"]))
     out.print(table)
     out.print(f"wrote {out_path}")
+    if monitor:
+        _print_monitor(summary["monitor"], title="drift monitor")
     if json_out:
         write_json(json_out, summary)
+
+
+_FLAGS.update({"alpha": "--alpha"})
+
+
+@app.command("monitor")
+def monitor_command(
+    bundle: PolicyBundleArg,
+    data: Annotated[Path, typer.Option("--data", help=(
+        "The stream to replay, in order: an .npz with x (N, C, H, W) and optional labels y (then the selective "
+        "risk is watched too), an IDX images file or an image folder."))],
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per cascade call (the monitor tests at the "
+                                            "first call end after 64, 81, 102, 128, ... inputs).")] = 64,
+    alpha: Annotated[float, typer.Option("--alpha", help="Probability that a stream drawn like the calibration "
+                                         "data ever raises a drift alarm, however long.")] = 0.01,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    strict: StrictOpt = False,
+    state: Annotated[Path | None, typer.Option("--state", help="Monitor state file: resumed when it exists, "
+                                               "saved at the end.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the monitor's report as JSON here.")]
+    = None,
+) -> None:
+    """Replay a data file through the cascade as a stream and report when and why its drift
+    monitor alarms (label-free; with labels also a harmful-shift alarm on the selective risk).
+    Exit 0 whether or not it alarmed; the report says."""
+    from wcx.runtime.cli_support import monitor_file
+
+    check_outputs(json_out, state)
+    report = monitor_file(bundle, data, batch_size=batch_size, alpha=alpha, backend=backend, threads=threads,
+                          strict=strict, state=state)
+    if json_out:
+        write_json(json_out, report)
+    _print_monitor(report, title=f"wcx monitor  {bundle}  ({report['backend']}/{report['precision']})")
+
+
+def _print_monitor(report: dict[str, Any], *, title: str) -> None:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    table = Table(title=f"{title}: {report['n_seen']} inputs, alpha {report['alpha']:g}")
+    for name in ("statistic", "reference", "observed", "alarm"):
+        table.add_column(name, justify="left" if name == "statistic" else "right")
+    for row in report["statistics"]:
+        lo, hi = row["reference_interval"]
+        table.add_row(row["statistic"], f"{pct(row['reference'])} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                      pct(row["observed"]), "ALARM" if row["alarmed"] else "")
+    risk = report.get("selective_risk")
+    if risk and risk["labelled_accepted"]:
+        table.add_row("selective_risk (labelled)", f"target {pct(risk['target'])}", pct(risk["observed"]),
+                      "ALARM" if risk["alarmed"] else "")
+    out.print(table)
+    for alarm in report["alarms"]:
+        out.print(escape(alarm["message"]))
+    if not report["alarms"]:
+        out.print("no alarm: the stream's rates agree with the calibration's reference")
 
 
 @app.command("bench")

@@ -43,9 +43,10 @@ from typing import Any
 from wcx.bundle import Bundle
 from wcx.calibration.calibrator import CascadeCalibrator
 from wcx.calibration.held_out import BundleCalibration, HeldOutData, ProgressFn, calibrate_bundle, latency_costs
+from wcx.calibration.recertify import KEEP_DELTA, Recertification, recertify_bundle
 from wcx.core.manifest import Manifest
 
-__all__ = ["BundleInfo", "calibrate", "inspect_bundle"]
+__all__ = ["BundleInfo", "calibrate", "inspect_bundle", "recertify"]
 
 
 def calibrate(
@@ -106,6 +107,28 @@ def calibrate(
         b, data, calibrator, backend=backend, threads=threads, member_costs=member_costs, test=test,
         ood=ood_data, replace_certified=replace_certified, data_key=data_key, progress=progress,
     )
+
+
+def recertify(
+    bundle: Bundle | str | Path,
+    data: HeldOutData,
+    *,
+    delta: float | None | str = KEEP_DELTA,
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    data_key: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Recertification:
+    """Re-certify tau of a calibrated ``bundle`` on new labelled ``data``, keeping its windows
+    (``wcx calibrate BUNDLE --recertify --data NEW``): the same task and target, Learn-then-Test
+    with the calibration's ``delta`` unless another is given, on every new input. The previous
+    policy and calibration are kept in the calibration's ``history``. Returns a
+    :class:`~wcx.calibration.recertify.Recertification` (``.report``, ``.deployable``); when
+    nothing could be certified the bundle is unchanged and ``.raise_if_failed()`` raises
+    ``WorkFailedError`` (exit 1)."""
+    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    return recertify_bundle(b, data, delta=delta, backend=backend, threads=threads, data_key=data_key,
+                            progress=progress)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ def test_run_writes_predictions_and_metrics(policy_bundle: Bundle, data_file: Pa
     assert res.exit_code == 0, res.output
     assert "coverage" in res.output and "risk" in res.output
     with np.load(out) as z:
-        assert set(z.files) == {"pred", "score", "accept", "exit_stage"}
+        assert set(z.files) == {"pred", "score", "accept", "exit_stage", "first_score"}
         assert z["pred"].shape == (120,)
+        first = z["exit_stage"] == 1
+        assert np.array_equal(z["first_score"][first], z["score"][first])
         accept, pred = z["accept"], z["pred"]
     s = json.loads(summary.read_text())
     assert s["n"] == 120 and s["backend"] == "onnxruntime"
@@ -54,7 +56,8 @@ def test_run_calls_the_library_once(policy_bundle: Bundle, data_file: Path, tmp_
                                    "--strict"])
     assert res.exit_code == 0, res.output
     assert calls == [(policy_bundle.path, data_file, tmp_path / "p.npz",
-                      {"backend": "onnxruntime", "batch_size": 256, "threads": 1, "strict": True, "probs": False})]
+                      {"backend": "onnxruntime", "batch_size": 256, "threads": 1, "strict": True, "probs": False,
+                       "monitor": False})]
 
 
 def test_run_bad_input_exit_2(policy_bundle: Bundle, mlp_bundle: Bundle, tmp_path: Path, data_file: Path) -> None:

@@ -74,5 +74,9 @@ def test_calibrate_on_torch_then_strict_load_is_silent(cuda, torch_bundle: Bundl
     np.testing.assert_array_equal(out.accept[keep], sim.accept[keep])
     np.testing.assert_allclose(out.score, sim.score, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(np.concatenate([o.exit_stage for o in streamed]), out.exit_stage)
+    # every row's stage-1 score, copied with the other outputs (pipelined streams too)
+    assert out.first_score is not None
+    np.testing.assert_allclose(out.first_score, s[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(np.concatenate([o.first_score for o in streamed]), out.first_score)
     assert out.timing is not None and out.timing.stage_rows[0] == 1000
     assert out.timing.padded_rows[0] == 1024 and all(t >= 0 for t in out.timing.stage_seconds)

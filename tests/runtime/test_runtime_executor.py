@@ -151,3 +151,46 @@ def test_a_policy_given_per_call_overrides(policy_bundle: Bundle, xbatch: np.nda
 def test_with_policy_copy_keeps_fixture(mlp_bundle: Bundle, tmp_path) -> None:
     b = with_policy(mlp_bundle, tmp_path / "b")
     assert b.policy is not None and b.policy.policy.kind == "window" and mlp_bundle.policy is None
+
+
+def test_first_score_is_the_first_members_score_of_every_row(mlp_bundle3: Bundle) -> None:
+    """``first_score`` is member 1's score on every row, whatever stage the row exits at, and
+    the row's ``score`` where it exits at stage 1; blocks and chunks join it in row order."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    x = np.random.default_rng(13).random((300, 1, 8, 8), dtype=np.float32)
+    xp = Preprocessor(mlp_bundle3.input)(x)
+    s, _ = reference_scores(_member_logits(mlp_bundle3, xp), "msp")
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(lo=st.floats(0.3, 0.6), width=st.floats(0.0, 0.5), n=st.integers(1, 300),
+           chunk=st.sampled_from([None, 7, 64]))
+    def check(lo: float, width: float, n: int, chunk: int | None) -> None:
+        policy = {"kind": "window", "task": "selective", "score": "msp", "tau": 0.7,
+                  "windows": [[lo, lo + width], [0.5, 0.95]]}
+        with _cascade(mlp_bundle3, policy, max_batch=chunk) as c:
+            outs = list(c.stream(x[:n][i:i + 50] for i in range(0, n, 50)))
+            whole = c(x[:n])  # more rows than one block (256): blocks joined
+        first = np.concatenate([o.first_score for o in outs])
+        score = np.concatenate([o.score for o in outs])
+        stage = np.concatenate([o.exit_stage for o in outs])
+        np.testing.assert_allclose(first, s[0, :n], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(first[stage == 1], score[stage == 1])
+        np.testing.assert_array_equal(whole.first_score, first)
+
+    check()
+
+
+def test_first_score_on_torch_matches_the_host(torch_bundle: Bundle) -> None:
+    pytest.importorskip("torch")
+    x = np.random.default_rng(5).random((100, 1, 8, 8), dtype=np.float32)
+    with Cascade.load(torch_bundle, "onnxruntime") as ref:
+        expected = ref(x)
+    with pytest.warns(UserWarning, match="backend: calibrated on onnxruntime"):
+        c = Cascade.load(torch_bundle, "torch", device="cpu")
+    with c:
+        out = c(x)
+    assert 0 < np.count_nonzero(out.exit_stage == 2) < 100  # some rows carry a later stage's score
+    assert out.first_score is not None and out.first_score.dtype == np.float64
+    np.testing.assert_allclose(out.first_score, expected.first_score, rtol=1e-5)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from wcx.calibration.fitters import FITTERS, SearchSettings, make_fitter
+from wcx.calibration.reference import measure_reference
 from wcx.calibration.result import EXCHANGEABILITY_NOTE, CalibrationResult, CalibrationSettings
 from wcx.calibration.risk_control import DEFAULT_GRID_SIZE, ThresholdResult, check_fraction, min_certify_size
 from wcx.calibration.simulator import CascadeOutcome, expected_cost, simulate_from_stages
@@ -250,6 +251,9 @@ class CascadeCalibrator:
             baselines=self._baselines(cs, cp, cert_labels, costs),
             target_fields=self.target.result_fields(threshold),
             ood_figures=ood_figures,
+            # label-free rates for drift monitoring; quantiles from the part that fitted the windows
+            reference=measure_reference(outcome, threshold.tau, scores[0, fit_idx], first_scores=cs[0],
+                                        independent=self.delta is not None),
         )
         return self
 

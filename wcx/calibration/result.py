@@ -19,7 +19,7 @@ from typing import Any
 from wcx.calibration.risk_control import ThresholdResult
 from wcx.calibration.targets import Target
 from wcx.calibration.window import WindowSearch
-from wcx.core.manifest import CalibrationSection, PolicySection
+from wcx.core.manifest import CalibrationSection, PolicySection, ReferenceRates
 from wcx.core.policy import Policy, ThresholdPolicy, WindowPolicy, window_to_json
 from wcx.core.provenance import Provenance
 from wcx.errors import WorkFailedError
@@ -79,6 +79,7 @@ class CalibrationResult:
     baselines: Mapping[str, Any]
     target_fields: Mapping[str, Any] = field(default_factory=dict)
     ood_figures: Mapping[str, Any] = field(default_factory=dict)
+    reference: ReferenceRates | None = None
 
     # -- what was fitted ---------------------------------------------------------------------
     @property
@@ -170,7 +171,8 @@ class CalibrationResult:
             task=known["task"], score=known["score"], policy=known["policy"], mode=known["mode"],
             certified=known["certified"], pass_fraction=tuple(known["pass_fraction"]),
             stage_taus=None if f["stage_taus"] is None else tuple(f.pop("stage_taus")),
-            target_fields=target_fields, **{k: v for k, v in f.items() if k != "stage_taus"},
+            target_fields=target_fields, reference=self.reference,
+            **{k: v for k, v in f.items() if k != "stage_taus"},
         )
 
     def report_dict(self, test: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -197,6 +199,7 @@ class CalibrationResult:
                 "curve": [p.to_dict() for p in search.curve],
             },
             test=None if test is None else dict(test),
+            reference=None if self.reference is None else self.reference.to_dict(),
             note=EXCHANGEABILITY_NOTE,
             **self.ood_figures,
         )

@@ -534,6 +534,111 @@ class PolicySection:
         return cls(policy=policy, score=score, task=task, tau=None if tau is None else float(tau))
 
 
+def _count(d: Mapping[str, Any], key: str, where: str, *, most: int) -> int:
+    value = _get(d, key, int, where)
+    if not 0 <= value <= most:
+        raise BadInputError(f"{where}: '{key}' must be in [0, {most}], got {value!r}")
+    return int(value)
+
+
+def _counts(d: Mapping[str, Any], key: str, where: str, *, most: int) -> tuple[int, ...]:
+    value = _get(d, key, list, where)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= most for v in value):
+        raise BadInputError(f"{where}: '{key}' must hold integers in [0, {most}], got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+@dataclass(frozen=True)
+class ReferenceRates:
+    """What the calibrated cascade did to its reference inputs, as counts: the baseline a drift
+    monitor compares a deployment's label-free rates with (method.md section 8).
+
+    The reference inputs are the certifying part (guaranteed mode) or the whole held-out set
+    (empirical mode). ``n``: how many; ``pass_count[m-1]``: how many reached stage m (the first
+    is ``n``); ``accept_count``: how many were accepted (``score >= tau``); ``score_levels``:
+    quantile levels of the stage-1 score, ``score_quantiles``: the stage-1 score at those levels
+    and ``score_exit_count[j]``: how many inputs exited at stage 1 with a score at or below
+    ``score_quantiles[j]`` (what an output's ``score`` shows of the stage-1 scores: rows that
+    continue carry a later stage's score); ``score_count[j]`` (version 2): how many inputs, of
+    all ``n``, have a stage-1 score at or below ``score_quantiles[j]`` (what an output's
+    ``first_score`` shows). ``independent``: whether the windows and the score quantiles were
+    chosen on other inputs than these (guaranteed mode), which makes those counts exactly
+    binomial; tau is always chosen on them, so the acceptance count never is.
+
+    JSON (``version`` 1, without ``score_count``, is what wcx wrote before; it still loads)::
+
+        {"version": 2, "n": 3500, "pass_count": [3500, 640], "accept_count": 2950,
+         "independent": true, "score_levels": [0.1, 0.25, 0.5, 0.75, 0.9],
+         "score_quantiles": [...], "score_exit_count": [...], "score_count": [...]}
+    """
+
+    n: int
+    pass_count: tuple[int, ...]
+    accept_count: int
+    score_levels: tuple[float, ...] = ()
+    score_quantiles: tuple[float, ...] = ()
+    score_exit_count: tuple[int, ...] = ()
+    independent: bool = False
+    score_count: tuple[int, ...] | None = None  # None: a version-1 reference
+
+    def __post_init__(self) -> None:
+        where = "calibration reference"
+        if self.n < 1 or not self.pass_count or self.pass_count[0] != self.n:
+            raise BadInputError(f"{where}: needs n >= 1 and pass_count starting with n")
+        if any(b > a for a, b in zip(self.pass_count, self.pass_count[1:], strict=False)):
+            raise BadInputError(f"{where}: pass_count must not increase from stage to stage")
+        if not len(self.score_levels) == len(self.score_quantiles) == len(self.score_exit_count):
+            raise BadInputError(f"{where}: score_levels, score_quantiles and score_exit_count differ in length")
+        if self.score_count is not None and len(self.score_count) != len(self.score_quantiles):
+            raise BadInputError(f"{where}: score_count and score_quantiles differ in length")
+
+    @property
+    def version(self) -> int:
+        """2 when the stage-1 score counts over every input are recorded, else 1."""
+        return 1 if self.score_count is None else 2
+
+    @property
+    def pass_fraction(self) -> tuple[float, ...]:
+        return tuple(c / self.n for c in self.pass_count)
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accept_count / self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"n": self.n, "pass_count": list(self.pass_count), "accept_count": self.accept_count,
+                             "independent": self.independent, "score_levels": list(self.score_levels),
+                             "score_quantiles": list(self.score_quantiles),
+                             "score_exit_count": list(self.score_exit_count)}
+        if self.score_count is not None:
+            d = {"version": 2, **d, "score_count": list(self.score_count)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "calibration reference") -> ReferenceRates:
+        if not isinstance(d, Mapping):
+            raise BadInputError(f"{where}: must be a JSON object")
+        n = _get(d, "n", int, where)
+        if n < 1:
+            raise BadInputError(f"{where}: 'n' must be >= 1, got {n!r}")
+        version = _get(d, "version", int, where, optional=True, default=1)
+        if version not in (1, 2):
+            raise BadInputError(f"{where}: version {version!r}; this wcx reads versions 1 and 2")
+        levels = d.get("score_levels") or []
+        quantiles = d.get("score_quantiles") or []
+        if version == 2 and "score_count" not in d:
+            raise BadInputError(f"{where}: version 2 needs 'score_count'")
+        return cls(
+            n=int(n), pass_count=_counts(d, "pass_count", where, most=n),
+            accept_count=_count(d, "accept_count", where, most=n),
+            score_levels=_numbers(levels, "score_levels", where) if levels else (),
+            score_quantiles=_numbers(quantiles, "score_quantiles", where) if quantiles else (),
+            score_exit_count=_counts(d, "score_exit_count", where, most=n) if d.get("score_exit_count") else (),
+            independent=_get(d, "independent", bool, where, optional=True, default=False),
+            score_count=None if version == 1 else _counts(d, "score_count", where, most=n),
+        )
+
+
 #: the calibration section's fields in the order they are written (target-specific ones follow)
 CALIBRATION_FIELDS: tuple[str, ...] = (
     "backend", "precision", "task", "score", "policy", "risk", "delta", "mode", "certified", "risk_upper_bound",
@@ -552,6 +657,10 @@ class CalibrationSection:
     ``tpr_target``, ``tpr``, ``tpr_lower_bound``). ``backend``/``precision`` repeat the
     provenance's for readers of the JSON. ``class_names``: the class of each label, when the
     held-out data named them (an image folder's sorted subfolders); absent otherwise.
+    ``reference``: the label-free rates a drift monitor compares with (:class:`ReferenceRates`;
+    absent in calibrations written before it existed). ``history``: earlier calibrations that a
+    re-certification replaced, oldest first, each ``{"replaced": time, "policy": {...},
+    "calibration": {...}}`` (absent when none).
     """
 
     provenance: Provenance
@@ -579,6 +688,8 @@ class CalibrationSection:
     stage_taus: tuple[float | None, ...] | None = None
     target_fields: Mapping[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
+    reference: ReferenceRates | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def backend(self) -> str:
@@ -596,6 +707,10 @@ class CalibrationSection:
         d.update(self.target_fields)
         if self.class_names is not None:  # written only by calibrations on data that names its classes
             d["class_names"] = list(self.class_names)
+        if self.reference is not None:  # absent in calibrations written before drift monitoring
+            d["reference"] = self.reference.to_dict()
+        if self.history:
+            d["history"] = [dict(h) for h in self.history]
         d["provenance"] = self.provenance.to_dict()
         return d
 
@@ -614,7 +729,10 @@ class CalibrationSection:
         stage_taus = d.get("stage_taus")
         if stage_taus is not None and not isinstance(stage_taus, list):
             raise BadInputError(f"{where}: 'stage_taus' must be a list or null")
-        known = set(CALIBRATION_FIELDS) | {"provenance", "class_names"}
+        known = set(CALIBRATION_FIELDS) | {"provenance", "class_names", "reference", "history"}
+        history = d.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
+            raise BadInputError(f"{where}: 'history' must be a list of objects")
         class_names = d.get("class_names")
         if class_names is not None and (not isinstance(class_names, list)
                                         or not all(isinstance(c, str) for c in class_names)):
@@ -641,6 +759,9 @@ class CalibrationSection:
                 None if t is None else float(t) for t in stage_taus),
             target_fields={k: v for k, v in d.items() if k not in known},
             class_names=None if class_names is None else tuple(class_names),
+            reference=None if d.get("reference") is None else ReferenceRates.from_dict(
+                d["reference"], where=f"{where} reference"),
+            history=tuple(dict(h) for h in history),
         )
 
 

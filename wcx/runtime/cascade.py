@@ -47,6 +47,11 @@ Decisions, documented here because users depend on them:
   input and output arrays is that of one block whatever N is; runners run at most their
   ``max_batch`` rows at once (the ONNX Runtime runner's default is bounded too). The pipelined
   ``stream()`` on CUDA runs each batch as given.
+* **Observers.** :meth:`Cascade.attach` registers an object whose ``observe(out)`` is called
+  with every output a call, ``predict``, ``predict_images`` or ``stream`` returns (a drift
+  :class:`~wcx.runtime.monitor.Monitor`), after the call and outside the cascade's lock, except
+  calls that override the policy (``policy=``: not the calibrated cascade's outputs); with none
+  attached a call does nothing more.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class Cascade:
         self._lock = threading.Lock()
         self._streaming = False
         self._closed = False
+        self._observers: tuple[Any, ...] = ()  # replaced, never mutated: calls read it without the lock
         activated: list[Runner] = []
         try:
             for r in runners:
@@ -280,10 +286,14 @@ class Cascade:
                 raise UsageError("this cascade is closed")
             n = int(x.shape[0])
             if n <= self.block_rows:
-                return self.executor.run(x, return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
-            outs = [self.executor.run(x[a:b], return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
-                    for a, b in chunk_bounds(n, self.block_rows)]
-        return _concat(outs, self.n_stages, return_probs=return_probs)
+                out = self.executor.run(x, return_probs=return_probs, timing=timing, policy=policy or rule, slot=0)
+            else:
+                out = _concat([self.executor.run(x[a:b], return_probs=return_probs, timing=timing,
+                                                 policy=policy or rule, slot=0)
+                               for a, b in chunk_bounds(n, self.block_rows)], self.n_stages, return_probs=return_probs)
+        if self._observers and policy is None and rule is None:
+            self._notify(out)
+        return out
 
     def _run_frames(self, frames: list[np.ndarray], *, return_probs: bool, timing: bool = False,
                     policy: Policy | None = None) -> CascadeOutput:
@@ -293,7 +303,10 @@ class Cascade:
                 raise UsageError("this cascade is closed")
             outs = [self.executor.run_frames(frames[a:b], return_probs=return_probs, timing=timing, policy=policy)
                     for a, b in chunk_bounds(len(frames), self.block_rows)]
-        return outs[0] if len(outs) == 1 else _concat(outs, self.n_stages, return_probs=return_probs)
+        out = outs[0] if len(outs) == 1 else _concat(outs, self.n_stages, return_probs=return_probs)
+        if self._observers and policy is None:
+            self._notify(out)
+        return out
 
     def predict_images(
         self, frames: Iterable[Any], *, batch_size: int = 256, return_probs: bool = False, channel_order: str = "RGB",
@@ -371,15 +384,38 @@ class Cascade:
                     with self._lock:
                         done = self.executor.finish(pending)
                     pending = job
+                    if self._observers:
+                        self._notify(done)
                     yield done
                 else:
                     pending = job
             if pending is not None:
                 with self._lock:
                     done = self.executor.finish(pending)
+                if self._observers:
+                    self._notify(done)
                 yield done
         finally:
             self._streaming = False
+
+    # -- observers ---------------------------------------------------------------------------
+    def attach(self, observer: Any) -> Any:
+        """Call ``observer.observe(out)`` with every output from now on (module docstring,
+        "Observers"); returns ``observer``, so ``monitor = cascade.attach(Monitor(...))``."""
+        if not callable(getattr(observer, "observe", None)):
+            raise BadInputError(f"an observer needs an observe(out) method, got {type(observer).__name__}")
+        with self._lock:
+            self._observers = (*self._observers, observer)
+        return observer
+
+    def detach(self, observer: Any) -> None:
+        """Stop calling ``observer`` (no error when it is not attached)."""
+        with self._lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def _notify(self, out: CascadeOutput) -> None:
+        for observer in self._observers:
+            observer.observe(out)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -419,7 +455,15 @@ def _concat(outs: Sequence[CascadeOutput], n_stages: int, *, return_probs: bool)
         probs=np.concatenate([o.probs for o in outs if o.probs is not None]) if return_probs else None,
         timing=timing,
         n_stages=n_stages,
+        first_score=_concat_optional([o.first_score for o in outs]),
     )
+
+
+def _concat_optional(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """The parts joined, or None when any block lacks them (outputs built by hand)."""
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate(parts)  # type: ignore[arg-type]
 
 
 def prediction_metrics(out: CascadeOutput, y: np.ndarray) -> dict[str, Any]:

@@ -102,7 +102,11 @@ class CascadeOutput:
     all True when the policy has no tau; ``exit_stage`` (int64, 1-based): the stage the row left
     the cascade at, i.e. how many members ran on it (1: the first member alone was far enough
     from tau; M: it reached the last member); ``probs`` (float32 (N, K), only when asked): the
-    exit stage's ensemble probabilities ``P_m``; ``timing``: a :class:`CallTiming` when asked.
+    exit stage's ensemble probabilities ``P_m``; ``timing``: a :class:`CallTiming` when asked;
+    ``first_score`` (float64): every row's stage-1 score (member 1 alone), also of the rows that
+    went on (their ``score`` is a later stage's), which a drift monitor compares with the
+    calibration's; equal to ``score`` where ``exit_stage == 1``. None in outputs not made by the
+    executor (e.g. built by hand).
     """
 
     pred: np.ndarray
@@ -112,6 +116,7 @@ class CascadeOutput:
     probs: np.ndarray | None = None
     timing: CallTiming | None = None
     n_stages: int = 1
+    first_score: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.pred.shape[0])
@@ -139,6 +144,7 @@ class _Job:
     xp: Array = None
     state: ScoreState | None = None
     score: Array = None
+    first_score: Array = None  # stage-1 scores of every row, kept for the output
     pred: Array = None
     exit_stage: Array = None
     next_rows: Array = None  # the rows that continue come first
@@ -254,17 +260,20 @@ class Executor:
                 if k == 0:
                     break
                 self._stage(job, job.next_rows[:k], k)
-            outs = [job.pred, job.score, job.exit_stage]
+            # the stage-1 scores travel in the one copy to the host the outputs already take
+            outs = [job.pred, job.score, job.exit_stage, job.first_score]
             if job.return_probs:
                 assert job.state is not None
                 outs.append(job.state.sum_probs / dev.ops.astype(job.exit_stage, job.state.dtype)[:, None])
             host = dev.to_host(outs, job.slot)
         total = time.perf_counter() - job.t0
         pred, score, exit_stage = host[0].astype(np.int64), host[1].astype(np.float64), host[2].astype(np.int64)
-        probs = host[3].astype(np.float32) if job.return_probs else None
+        first_score = host[3].astype(np.float64)
+        probs = host[4].astype(np.float32) if job.return_probs else None
         accept = np.ones(job.n, dtype=bool) if self.tau is None else score >= self.tau
         return CascadeOutput(pred=pred, score=score, accept=accept, exit_stage=exit_stage, probs=probs,
-                             timing=self._timing(job, total) if job.timing else None, n_stages=self.n_stages)
+                             timing=self._timing(job, total) if job.timing else None, n_stages=self.n_stages,
+                             first_score=first_score)
 
     def prepare(self, x: Any, *, slot: int = 0) -> Array:
         """Preprocess ``x`` as the cascade does (numpy on the host, a tensor on the device)."""
@@ -309,6 +318,8 @@ class Executor:
         ops.put(job.pred, rows, p)
         if rows is not None:
             ops.fill(job.exit_stage, rows, m)
+        else:
+            job.first_score = s  # a fresh array: later stages write into job.score, never into s
         if m < self.n_stages:
             job.next_rows, job.count = dev.select(rows, job.policy.continues(m, s), k)
 
