@@ -32,7 +32,8 @@ def _function_defaults(fn: Any) -> dict[str, Any]:
             if p.default is not pyinspect.Parameter.empty}
 
 
-@pytest.mark.parametrize(("command", "function"), [("calibrate", "calibrate"), ("export", "export_bundle")])
+@pytest.mark.parametrize(("command", "function"), [("calibrate", "calibrate"), ("export", "export_bundle"),
+                                                  ("plan", "plan_bundle")])
 def test_python_calls_have_the_cli_defaults(command: str, function: str) -> None:
     """Every option the command shares with its Python call has the same default (a list-valued
     option's default may be the empty tuple click gives a multiple option)."""

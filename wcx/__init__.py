@@ -4,7 +4,9 @@ The flow is export (``wcx.export``: PyTorch -> ONNX -> precision -> engines) -> 
 (``wcx.calibration``: thresholds and windows with risk guarantees) -> runtime (``wcx.runtime``:
 ``Cascade``). The workflow's four calls are here: :func:`export_bundle`, :func:`calibrate`,
 :meth:`Cascade.load`, :func:`inspect_bundle` (:mod:`wcx.workflow` documents them with an
-example). ``import wcx`` stays light: no torch, tensorrt, scipy or matplotlib here.
+example), and beside them :func:`plan_bundle` (``wcx plan``), :func:`recertify`
+(``wcx calibrate --recertify``) and :class:`Monitor` (``wcx monitor``). ``import wcx`` stays
+light: no torch, tensorrt, scipy or matplotlib here.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 from wcx.version import __version__
 
 if TYPE_CHECKING:
+    from wcx.calibration.plan_bundle import plan_bundle
     from wcx.export.exporter import export_bundle
     from wcx.runtime.cascade import Cascade
-    from wcx.workflow import calibrate, inspect_bundle
+    from wcx.runtime.monitor import Monitor
+    from wcx.workflow import calibrate, inspect_bundle, recertify
 
-__all__ = ["Cascade", "__version__", "calibrate", "export_bundle", "inspect_bundle"]
+__all__ = ["Cascade", "Monitor", "__version__", "calibrate", "export_bundle", "inspect_bundle", "plan_bundle",
+           "recertify"]
 
 #: the workflow's calls (:mod:`wcx.workflow`), imported when first used
 _LAZY = {
@@ -26,6 +31,9 @@ _LAZY = {
     "export_bundle": "wcx.export.exporter",
     "calibrate": "wcx.workflow",
     "inspect_bundle": "wcx.workflow",
+    "recertify": "wcx.workflow",
+    "plan_bundle": "wcx.calibration.plan_bundle",
+    "Monitor": "wcx.runtime.monitor",
 }
 
 
