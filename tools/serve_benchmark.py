@@ -11,15 +11,18 @@ What it runs (ONNX Runtime, CPU; loopback only; stops by itself):
    ``.venv-serve`` or ``--server-python``; default dynamic batching: ``--max-batch 256``,
    100 us queue delay), and driven by 1 and 4 closed-loop clients (``tritonclient.http``,
    one thread each, one request in flight per client) sending requests of 1 and 64 test images
-   (float32 in [0, 1]) for ``--seconds`` each after a short warm-up;
+   (float32 in [0, 1]) for ``--seconds`` each after a short warm-up; the cascade and the full
+   ensemble are served a second time with ``--input-dtype uint8`` and sent the same images as
+   raw pixels (uint8 in [0, 255]: what a camera sends, a quarter of the bytes);
 3. the in-process cascade (``Cascade.load``) called in a loop on requests of the same sizes
-   from the same rows, one caller, for as long, before and after the served runs (their spread
-   shows how much the shared machine drifted meanwhile).
+   from the same rows in the same dtype (float32, and uint8 for the uint8 servers), one caller,
+   for as long, before and after the served runs (their spread shows how much the shared
+   machine drifted meanwhile).
 
 Per cell: requests and rows per second, p50 and p99 request latency (the client's clock, from
-send to answer). The two targets of the serving work are checked on 64-row requests: served
-cascade throughput >= 0.8x the in-process cascade's (the faster of its two runs), and >= 1.5x the
-served full ensemble's.
+send to answer). The two targets of the serving work are checked on 64-row requests, per input
+dtype (like against like): served cascade throughput >= 0.8x the in-process cascade's on the same
+rows in the same dtype (the faster of its two runs), and >= 1.5x the served full ensemble's.
 
 Usage::
 
@@ -56,6 +59,9 @@ DATA = ROOT / "wcx" / "zoo" / "data"
 PAIR = ["b3_s0", "b3_s1"]
 SIZES = (1, 64)
 CLIENTS = (1, 4)
+DTYPES = ("float32", "uint8")
+#: the suffix of a configuration's name per input dtype
+SUFFIX = {"float32": "", "uint8": ", uint8"}
 MODEL = "wcx_cascade"
 WARMUP_SECONDS = 0.3
 START_SECONDS = 60
@@ -140,12 +146,12 @@ def in_process(cascade: Any, requests: dict[int, list[np.ndarray]], seconds: flo
     return {f"1x{size}": closed_loop(lambda: cascade, requests[size], 1, seconds) for size in SIZES}
 
 
-def start_server(python: str, bundle: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(python: str, bundle: Path, port: int, log: Path, dtype: str) -> subprocess.Popen[bytes]:
     import tritonclient.http as http
 
     sink = log.open("w")
     proc = subprocess.Popen([python, "-m", "wcx.cli", "serve", str(bundle), "--host", "127.0.0.1", "--port",
-                             str(port)], stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+                             str(port), "--input-dtype", dtype], stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     client = http.InferenceServerClient(f"127.0.0.1:{port}")
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -165,7 +171,9 @@ def served(python: str, bundle: Path, port: int, log: Path, requests: dict[int, 
            seconds: float) -> dict[str, Any]:
     import tritonclient.http as http
 
-    proc = start_server(python, bundle, port, log)
+    dtype = requests[SIZES[0]][0].dtype.name
+    triton_dtype = {"float32": "FP32", "uint8": "UINT8"}[dtype]
+    proc = start_server(python, bundle, port, log, dtype)
     try:
         out: dict[str, Any] = {}
 
@@ -173,7 +181,7 @@ def served(python: str, bundle: Path, port: int, log: Path, requests: dict[int, 
             client = http.InferenceServerClient(f"127.0.0.1:{port}")
 
             def call(x: np.ndarray) -> None:
-                inp = http.InferInput("x", list(x.shape), "FP32")
+                inp = http.InferInput("x", list(x.shape), triton_dtype)
                 inp.set_data_from_numpy(x)
                 client.infer(MODEL, [inp])
 
@@ -219,14 +227,15 @@ def render(res: dict[str, Any]) -> str:
         "",
         f"Cascade: the zoo's b3 pair {' -> '.join(PAIR)}, calibrated at 5% risk with delta 0.1 (tau "
         f"{res['tau']:.4f}; {100 * res['pass_fraction'][1]:.1f}% of the test images reach stage 2). Full "
-        "ensemble: both members on every row. Single: b3_s0 alone. Requests: test images, float32 in [0, 1]; "
+        "ensemble: both members on every row. Single: b3_s0 alone. Requests: test images, float32 in [0, 1] "
+        "or, for the rows marked uint8 (the server started with `--input-dtype uint8`; the in-process cascade "
+        "called on the same uint8 rows), raw pixels in [0, 255]; "
         f"{res['seconds']:g} s per cell after {WARMUP_SECONDS:g} s of warm-up.",
         "",
         "| configuration | clients | rows/request | requests/s | rows/s | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for config in ("in-process cascade (before)", "served cascade", "served full ensemble", "served single",
-                   "in-process cascade (after)"):
+    for config in res["results"]:
         for key, cell in res["results"][config].items():
             clients, size = key.split("x")
             lines.append(f"| {config} | {clients} | {size} | {cell['requests_per_s']:.0f} | {cell['rows_per_s']:.0f} "
@@ -236,11 +245,12 @@ def render(res: dict[str, Any]) -> str:
               f"{after:.0f} after: the machine's drift over one run is of that order, so ratios between rows of "
               "this table carry it too. Serving adds work to every request (HTTP, copies, Triton's queue); "
               "with 4 clients Triton merges their 64-row requests into cascade calls of up to 256 rows, which cost "
-              "less per row than the in-process caller's 64-row calls.", "", "Targets (64-row requests):", ""]
+              "less per row than the in-process caller's 64-row calls.", "", "Targets (64-row requests, each "
+              "ratio between rows of the same input dtype):", ""]
     for t in res["targets"]:
         verdict = "met" if t["met"] else "**not met**"
-        lines.append(f"- {t['what']}, {t['clients']} client(s): {t['ratio']:.2f}x (target >= {t['target']}x): "
-                     f"{verdict}")
+        lines.append(f"- {t['what']}, {t['dtype']}, {t['clients']} client(s): {t['ratio']:.2f}x (target >= "
+                     f"{t['target']}x): {verdict}")
     lines += ["", f"Command: `{res['command']}` (the servers run in `.venv-serve`); wall time "
               f"{res['wall_seconds']:.0f} s, the calibration of the pair included.", ""]
     return "\n".join(lines)
@@ -265,36 +275,48 @@ def main(argv: list[str] | None = None) -> int:
     test = load_split("test")
     rng = np.random.default_rng(0)
     order = rng.permutation(len(test.x))
-    images = test.x[order].astype(np.float32) / 255.0
-    requests = {size: [images[i:i + size] for i in range(0, len(images) - size + 1, size)][:200] for size in SIZES}
+    pixels = test.x[order]
+    assert pixels.dtype == np.uint8
+    images = pixels.astype(np.float32) / 255.0  # the same rows as float32 in [0, 1]
+    requests = {dtype: {size: [rows[i:i + size] for i in range(0, len(rows) - size + 1, size)][:200]
+                        for size in SIZES}
+                for dtype, rows in (("float32", images), ("uint8", pixels))}
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="wcx-serve-bench-") as tmp:
         cascade_dir = Path(tmp) / "cascade"
         select_members(load_zoo_bundle("fp32"), PAIR, cascade_dir)
         subprocess.run([sys.executable, "-m", "wcx.cli", "calibrate", str(cascade_dir), "--data",
                         str(DATA / "calib.npz"), "--risk", "0.05", "--delta", "0.1"], check=True, stdout=sys.stderr)
-        bundles = {"served cascade": cascade_dir,
-                   "served full ensemble": variant(cascade_dir, Path(tmp) / "all", "all"),
-                   "served single": variant(cascade_dir, Path(tmp) / "none", "none")}
+        full, single = variant(cascade_dir, Path(tmp) / "all", "all"), variant(cascade_dir, Path(tmp) / "none", "none")
+        servers = [("served cascade", cascade_dir, "float32"), ("served full ensemble", full, "float32"),
+                   ("served single", single, "float32"), ("served cascade, uint8", cascade_dir, "uint8"),
+                   ("served full ensemble, uint8", full, "uint8")]
         with Cascade.load(Bundle.load(cascade_dir), "onnxruntime") as cascade:
             tau = float(cascade.tau or 0.0)
             pass_fraction = cascade.predict(images).pass_fraction
             # in-process before and after the served runs: the spread shows the machine's drift
-            results["in-process cascade (before)"] = in_process(cascade, requests, args.seconds)
-            for config, bundle in bundles.items():
+            for dtype in DTYPES:
+                results[f"in-process cascade{SUFFIX[dtype]} (before)"] = in_process(cascade, requests[dtype],
+                                                                                   args.seconds)
+            for config, bundle, dtype in servers:
                 results[config] = served(args.server_python, bundle, free_port(), Path(tmp) / f"{config}.log",
-                                         requests, args.seconds)
-            results["in-process cascade (after)"] = in_process(cascade, requests, args.seconds)
+                                         requests[dtype], args.seconds)
+            for dtype in DTYPES:
+                results[f"in-process cascade{SUFFIX[dtype]} (after)"] = in_process(cascade, requests[dtype],
+                                                                                  args.seconds)
     load_after = os.getloadavg()
     targets = []
-    for clients in CLIENTS:
-        cell = results["served cascade"][f"{clients}x64"]["rows_per_s"]
-        # against the faster of the two in-process runs: the stricter comparison
-        local = max(results[f"in-process cascade ({w})"]["1x64"]["rows_per_s"] for w in ("before", "after"))
-        targets.append({"what": "served cascade / in-process cascade (the faster of its two runs)",
-                        "clients": clients, "target": 0.8, "ratio": cell / local})
-        targets.append({"what": "served cascade / served full ensemble", "clients": clients, "target": 1.5,
-                        "ratio": cell / results["served full ensemble"][f"{clients}x64"]["rows_per_s"]})
+    for dtype in DTYPES:
+        sfx = SUFFIX[dtype]
+        for clients in CLIENTS:
+            cell = results[f"served cascade{sfx}"][f"{clients}x64"]["rows_per_s"]
+            # against the faster of the two in-process runs on the same rows: the stricter comparison
+            local = max(results[f"in-process cascade{sfx} ({w})"]["1x64"]["rows_per_s"] for w in ("before", "after"))
+            targets.append({"what": "served cascade / in-process cascade (the faster of its two runs)",
+                            "dtype": dtype, "clients": clients, "target": 0.8, "ratio": cell / local})
+            targets.append({"what": "served cascade / served full ensemble", "dtype": dtype, "clients": clients,
+                            "target": 1.5,
+                            "ratio": cell / results[f"served full ensemble{sfx}"][f"{clients}x64"]["rows_per_s"]})
     for t in targets:
         t["met"] = bool(t["ratio"] >= t["target"])
     command = "python tools/serve_benchmark.py" + (f" --seconds {args.seconds:g}" if args.seconds != 1.0 else "")

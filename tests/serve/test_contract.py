@@ -66,6 +66,41 @@ def test_answer_requests_isolates_bad_requests(cascade) -> None:
     assert "wcx_rows_total 7" in text and 'wcx_stage_pass_fraction{stage="1"} 1.0' in text
 
 
+class _Request:
+    """What PyTriton hands the infer function per request: its input tensors as ``data``."""
+
+    def __init__(self, x: np.ndarray | None) -> None:
+        self.data = {} if x is None else {"x": x}
+
+
+def test_served_infer_checks_each_request_once(cascade, monkeypatch) -> None:
+    from wcx.serve.server import make_infer
+
+    contract = ServingContract.for_cascade(cascade, input_dtype="uint8")
+    calls: list[str] = []
+    check = ServingContract.check_request
+
+    def counted(self: ServingContract, x: object, *, where: str = "request") -> np.ndarray:
+        calls.append(where)
+        return check(self, x, where=where)
+
+    monkeypatch.setattr(ServingContract, "check_request", counted)
+    metrics = ServeMetrics(cascade.n_stages)
+    infer = make_infer(cascade, contract, metrics)
+    rng = np.random.default_rng(1)
+    xs = [rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8) for n in (2, 5)]
+    answers = infer([_Request(x) for x in xs])
+    assert calls == ["request 1 of 2", "request 2 of 2"]  # one validation pass per request
+    want = cascade(np.concatenate(xs))
+    np.testing.assert_array_equal(np.concatenate([a["pred"] for a in answers]).ravel(), want.pred)
+    np.testing.assert_array_equal(np.concatenate([a["exit_stage"] for a in answers]).ravel(), want.exit_stage)
+    assert [len(a["score"]) for a in answers] == [2, 5]
+    with pytest.raises(BadInputError, match="request 2 of 2"):
+        infer([_Request(xs[0]), _Request(None)])
+    snap = metrics.snapshot()
+    assert (snap["requests"], snap["failed_requests"], snap["rows"]) == (2, 2, 7)
+
+
 @given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=50), st.floats(0.01, 1.0))
 def test_quantile_is_an_order_statistic(values: list[float], q: float) -> None:
     got = quantile(values, q)

@@ -19,7 +19,7 @@ from wcx.errors import BadInputError
 from wcx.serve.contract import ServingContract, rows_of
 from wcx.serve.metrics import ServeMetrics
 
-__all__ = ["answer_requests"]
+__all__ = ["answer_requests", "answer_checked"]
 
 
 def answer_requests(cascade: Any, contract: ServingContract, xs: Sequence[np.ndarray | None], *,
@@ -37,6 +37,14 @@ def answer_requests(cascade: Any, contract: ServingContract, xs: Sequence[np.nda
         metrics.record_failure(len(xs) - len(good))
     if not good:
         return answers
+    spans = iter(answer_checked(cascade, contract, good, metrics=metrics))
+    return [next(spans) if isinstance(a, dict) else a for a in answers]
+
+
+def answer_checked(cascade: Any, contract: ServingContract, good: Sequence[np.ndarray], *,
+                   metrics: ServeMetrics | None = None) -> list[dict[str, np.ndarray]]:
+    """The answers to requests already checked by :meth:`ServingContract.check_request` (each
+    one's output tensors, in order): the cascade runs once on their concatenated rows."""
     x = good[0] if len(good) == 1 else np.concatenate(good)
     start = time.perf_counter()
     out = cascade(x, return_probs=contract.probs, timing=metrics is not None)
@@ -45,9 +53,4 @@ def answer_requests(cascade: Any, contract: ServingContract, xs: Sequence[np.nda
                        seconds=time.perf_counter() - start,
                        stage_seconds=out.timing.stage_seconds if out.timing is not None else None)
     tensors = contract.response(out)
-    spans = iter(rows_of([len(g) for g in good]))
-    for i, answer in enumerate(answers):
-        if isinstance(answer, dict):
-            a, b = next(spans)
-            answers[i] = {k: v[a:b] for k, v in tensors.items()}
-    return answers
+    return [{k: v[a:b] for k, v in tensors.items()} for a, b in rows_of([len(g) for g in good])]

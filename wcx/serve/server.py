@@ -38,7 +38,7 @@ import numpy as np
 from wcx.errors import BadInputError, WorkFailedError, missing_dependency
 from wcx.serve.contract import INPUT_NAME, ServingContract
 from wcx.serve.metrics import ServeMetrics, start_metrics_server
-from wcx.serve.requests import answer_requests
+from wcx.serve.requests import answer_checked
 
 __all__ = ["ServerInfo", "serve", "stub_library_path", "check_serving_environment"]
 
@@ -91,19 +91,19 @@ def stub_library_path(environ: Mapping[str, str] | None = None) -> str | None:
 
 def make_infer(cascade: Any, contract: ServingContract, metrics: ServeMetrics) -> Callable[[list[Any]], list[Any]]:
     """The function PyTriton calls with the requests of one dynamic batch
-    (:func:`~wcx.serve.requests.answer_requests`). PyTriton answers a batch as a whole, so a bad
+    (:func:`~wcx.serve.requests.answer_checked`). PyTriton answers a batch as a whole, so a bad
     request fails the batch, with its message."""
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         xs = [r.data.get(INPUT_NAME) for r in requests]
+        good = []
         for i, x in enumerate(xs):
             try:
-                contract.check_request(x, where=f"request {i + 1} of {len(xs)}")
+                good.append(contract.check_request(x, where=f"request {i + 1} of {len(xs)}"))
             except BadInputError:
                 metrics.record_failure(len(xs))  # every request of this batch gets the error
                 raise
-        answers = answer_requests(cascade, contract, xs, metrics=metrics)
-        return [a for a in answers if isinstance(a, dict)]
+        return answer_checked(cascade, contract, good, metrics=metrics)  # checked once, here
 
     return infer
 
