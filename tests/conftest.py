@@ -9,9 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from tests.bundle_factory import make_mlp_bundle
 from wcx.bundle import Bundle
+
+# CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) draws the same examples on every run, so a red build
+# is reproducible and never a lucky draw; local runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session", autouse=True)
