@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -53,20 +52,12 @@ from wcx.core.manifest import (
     file_references,
 )
 from wcx.errors import BadInputError
+from wcx.file_hash import sha256_file
 
 MANIFEST_NAME = "wcx.json"
 
 __all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Bundle", "check_replaceable", "select_members", "sha256_file",
            "write_bundle"]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _inside(root: Path, rel: str, *, where: str) -> Path:
@@ -87,18 +78,6 @@ def _inside(root: Path, rel: str, *, where: str) -> Path:
         except ValueError:
             raise BadInputError(f"{where}: file path {rel!r} resolves outside the bundle") from None
     return current
-
-
-def _hash_regular_file(path: Path) -> str:
-    """sha256 of a regular file, opened without following a link (a link swapped in after the
-    path was checked is refused by the OS)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_replaceable(path: str | Path) -> None:
@@ -165,7 +144,7 @@ class Bundle:
             if not file.is_file():
                 raise BadInputError(f"{self.path}: file {rel} is missing from the bundle")
             try:
-                actual = _hash_regular_file(file)
+                actual = sha256_file(file, follow_links=False)
             except OSError as exc:
                 raise BadInputError(f"{self.path}: file {rel} cannot be read ({exc.strerror})") from None
             if actual != expected:
@@ -183,7 +162,7 @@ class Bundle:
         manifest = _inside(self.path, MANIFEST_NAME, where=str(self.path))
         hashes = self.verify_files()
         h = hashlib.sha256(b"wcx bundle digest 1\n")
-        h.update(_hash_regular_file(manifest).encode())
+        h.update(sha256_file(manifest, follow_links=False).encode())
         for rel in sorted(hashes):
             h.update(f"\n{rel}\0{hashes[rel]}".encode())
         return "sha256:" + h.hexdigest()

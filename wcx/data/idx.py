@@ -11,7 +11,6 @@ bounded whatever N. The labels file is found by its name (``images-idx3`` -> ``l
 from __future__ import annotations
 
 import gzip
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +21,7 @@ from wcx.atomic import atomic_write
 from wcx.data.source import Batch, DataSource, check_rows
 from wcx.data.validation import check_input_layout, validate_inputs, validate_labels
 from wcx.errors import BadInputError
+from wcx.file_hash import sha256_file
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): the third byte of the magic number.
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
@@ -94,14 +94,6 @@ def labels_path_for(images: Path) -> Path:
     """The labels file named like ``images`` (``...-images-idx3-ubyte[.gz]`` ->
     ``...-labels-idx1-ubyte[.gz]``); the images path itself when the name has no such part."""
     return images.with_name(images.name.replace("images-idx3", "labels-idx1"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class IdxFiles(DataSource):
@@ -185,7 +177,7 @@ class IdxFiles(DataSource):
     def content_key(self) -> str:
         """``idx:`` and the sha256 of the images file, and of the labels file when there is one."""
         assert self.path is not None
-        parts = [_sha256(self.path)] + ([] if self.labels_path is None else [_sha256(self.labels_path)])
+        parts = [sha256_file(self.path)] + ([] if self.labels_path is None else [sha256_file(self.labels_path)])
         return "idx:" + "+".join(parts)
 
 

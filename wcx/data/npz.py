@@ -13,7 +13,6 @@ one pass over it is cheap. :func:`load_npz` reads a file whole (memory-mapped wh
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import zipfile
@@ -26,6 +25,7 @@ import numpy as np
 from wcx.data.source import Batch, Dataset, DataSource, check_rows
 from wcx.data.validation import check_input_layout, validate_inputs, validate_labels
 from wcx.errors import BadInputError
+from wcx.file_hash import sha256_file
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local header (PKWARE APPNOTE 4.3.7)
 
@@ -173,14 +173,11 @@ class DataFile(DataSource):
         """Hex sha256 of the file (computed once); ``BadInputError`` when the file changed since
         it was opened (its numbers would not be the ones the hash names)."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            digest = sha256_file(self.path)
             stat = self.path.stat()
             if (stat.st_size, stat.st_mtime_ns) != self._stat:
                 raise BadInputError(f"{self.path}: the file changed while it was being read")
-            self._sha256 = digest.hexdigest()
+            self._sha256 = digest
         return self._sha256
 
     def dataset(self, *, digest: bool = False) -> Dataset:
