@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_facts import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "wcx" / "zoo" / "data"
@@ -47,16 +47,6 @@ PAIR = ["b3_s0", "b3_s1"]
 LARGER = "b4_s0"
 BATCH_SIZES = (1, 8, 32)
 LEVEL = 0.99
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
 
 
 def wcx(*args: str) -> None:

@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_facts import machine, status_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -54,29 +54,6 @@ IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [f"{i}_{name}" for i, name in enumerate(
     ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"])]
 GIB = 2**30
-
-
-def _vm(key: str) -> float:
-    """A ``/proc/self/status`` memory field in MiB."""
-    with open("/proc/self/status", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import PIL
-
-    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    meminfo = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-               platform.processor())
-    mem = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1),
-            "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "pillow": PIL.__version__, "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +72,7 @@ def child(kind: str, data: str, bundle_dir: str, logits_out: str) -> dict[str, A
         runners = create_runners(bundle, "onnxruntime")
         for r in runners:
             r.activate()
-        return {"kind": kind, "peak_rss_mib": _vm("VmHWM"), "seconds": time.perf_counter() - t0}
+        return {"kind": kind, "peak_rss_mib": status_mib("VmHWM"), "seconds": time.perf_counter() - t0}
     source = open_data_for(bundle, data, require_labels=True)
     opened = time.perf_counter()
     done = calibrate_bundle(bundle, source, CascadeCalibrator(risk=0.05, n_boot=0), write_manifest=False)
@@ -104,7 +81,7 @@ def child(kind: str, data: str, bundle_dir: str, logits_out: str) -> dict[str, A
     r = done.report
     return {
         "kind": kind, "data": data, "source": type(source).__name__, "n": int(done.logits.shape[1]),
-        "peak_rss_mib": _vm("VmHWM"), "open_seconds": opened - t0, "calibrate_seconds": finished - opened,
+        "peak_rss_mib": status_mib("VmHWM"), "open_seconds": opened - t0, "calibrate_seconds": finished - opened,
         "tau": r["tau"], "windows": r["windows"], "coverage": r["coverage"], "risk": r["risk"],
         "pass_fraction": r["pass_fraction"], "class_names": r.get("class_names"),
         "logits_sha256": hashlib.sha256(np.ascontiguousarray(done.logits).tobytes()).hexdigest(),
@@ -184,7 +161,7 @@ def main() -> None:
     }
     peak = {k: runs[k]["peak_rss_mib"] for k in runs}
     result = {
-        "machine": machine(), "members": args.members.split(","), "n": data["n"],
+        "machine": machine(memory=True, pillow=True), "members": args.members.split(","), "n": data["n"],
         "files": {k: data[k] for k in ("folder_files", "folder_bytes", "npz_bytes", "idx_bytes")},
         "write_seconds": {k: data[k] for k in ("write_npz_seconds", "write_folder_seconds") if k in data},
         "runs": runs, "same_numbers": same,

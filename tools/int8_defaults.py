@@ -58,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from machine_facts import cpu_model  # noqa: E402
+
 from wcx.atomic import atomic_write, write_text_atomic  # noqa: E402
 from wcx.zoo import ZOO_DIR, load_manifest, split_path  # noqa: E402
 
@@ -259,20 +261,12 @@ def layers_name(layers: tuple[str, ...] | list[str]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import onnxruntime
 
     from wcx.runtime.onnxruntime_runner import cpu_description
 
-    return {"cpu": model, "flags": cpu_description(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__}
+    return {"cpu": cpu_model(default=""), "flags": cpu_description(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
 
 
 # ---------------------------------------------------------------------------------------------

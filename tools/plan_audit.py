@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_facts import cpu_model
 
 from wcx.calibration.planner import DEFAULT_CANDIDATES, cascade_outputs, plan_cascade
 from wcx.core.policy import NonePolicy
@@ -237,15 +238,8 @@ def front_vs_baselines(names: list[str], macs: np.ndarray, logits: np.ndarray, l
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
+    return {"cpu": cpu_model(default="unknown"), "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__}
 
 
 def markdown(r: dict[str, Any]) -> str:

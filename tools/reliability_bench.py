@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -47,32 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_facts import machine, status_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "wcx" / "zoo"
 PAIR = ["b3_s0", "b3_s1"]
-
-
-def _status(key: str) -> float:
-    """A ``/proc/self/status`` memory field in MiB."""
-    with open("/proc/self/status", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    meminfo = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-               platform.processor())
-    mem = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1),
-            "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "platform": platform.platform()}
 
 
 def _pair_bundle(work: Path, *, calibrated: bool) -> Path:
@@ -106,20 +84,20 @@ def _memory_child(bundle: str, n: int, threads: int) -> dict[str, Any]:
 
     cascade = Cascade.load(bundle, "onnxruntime", policy="all", threads=threads)
     x = _test_images(n)
-    before = _status("VmRSS:")
+    before = status_mib("VmRSS:")
     with open("/proc/self/clear_refs", "w", encoding="utf-8") as fh:
         fh.write("5")  # reset the peak: what follows is what the call adds
     t0 = time.perf_counter()
     out = cascade(x)
     seconds = time.perf_counter() - t0
-    peak = _status("VmHWM:")
+    peak = status_mib("VmHWM:")
     outputs = sum(a.nbytes for a in (out.pred, out.score, out.accept, out.exit_stage)) / 2**20
     row: dict[str, Any] = {"rows": n, "rss_before_mib": round(before, 1), "peak_mib": round(peak, 1),
                            "added_mib": round(peak - before, 1), "outputs_mib": round(outputs, 2),
                            "input_mib": round(x.nbytes / 2**20, 1), "seconds": round(seconds, 2)}
     if n <= 256:  # what the second call of that size adds (ONNX Runtime plans memory on the first)
         cascade(x)
-        row["added_after_second_call_mib"] = round(_status("VmHWM:") - before, 1)
+        row["added_after_second_call_mib"] = round(status_mib("VmHWM:") - before, 1)
     return row
 
 
@@ -149,20 +127,20 @@ def _soak_child(bundle: str, threads: int, calls: int) -> dict[str, Any]:
     with np.load(ZOO / "data" / "test.npz") as z:
         x = z["x"]
     sizes = (1, 7, 32, 256, 300)
-    samples: dict[int, float] = {0: _status("VmRSS:")}
+    samples: dict[int, float] = {0: status_mib("VmRSS:")}
     t0 = time.perf_counter()
     for i in range(1, calls + 1):
         b = sizes[i % len(sizes)]
         start = (i * 97) % (len(x) - b)
         cascade(x[start : start + b])
         if i in (100, 250, 500, 1000, 1500, 2000, 4000, 8000, 16000) or i == calls:
-            samples[i] = _status("VmRSS:")
+            samples[i] = status_mib("VmRSS:")
     seconds = time.perf_counter() - t0
     after_warmup = samples[min(100, calls)]
     return {"cascade": "b3_s0 -> b3_s1 calibrated (window), uint8 input", "calls": calls, "batch_sizes": sizes,
             "threads": threads, "rss_mib": {str(k): round(v, 1) for k, v in samples.items()},
             "growth_after_100_calls_mib": round(samples[calls] - after_warmup, 1),
-            "peak_mib": round(_status("VmHWM:"), 1), "seconds": round(seconds, 1)}
+            "peak_mib": round(status_mib("VmHWM:"), 1), "seconds": round(seconds, 1)}
 
 
 def soak(work: Path, threads: int, calls: int = 2000) -> dict[str, Any]:
@@ -377,7 +355,7 @@ def main() -> None:
              "threads": lambda: threads_equal(work), "kill": lambda: kill(work),
              "input-check": lambda: input_check(work, a.threads)}
     chosen = list(steps) if a.what == "all" else [a.what]
-    result: dict[str, Any] = {"machine": machine(), "command": " ".join(["python tools/reliability_bench.py",
+    result: dict[str, Any] = {"machine": machine(memory=True), "command": " ".join(["python tools/reliability_bench.py",
                                                                           *sys.argv[1:]])}
     for name in chosen:
         t0 = time.perf_counter()

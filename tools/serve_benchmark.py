@@ -40,7 +40,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_facts import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "wcx" / "zoo" / "data"
@@ -65,16 +65,6 @@ SUFFIX = {"float32": "", "uint8": ", uint8"}
 MODEL = "wcx_cascade"
 WARMUP_SECONDS = 0.3
 START_SECONDS = 60
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-               platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
 
 
 def free_port(n: int = 4) -> int:
