@@ -465,8 +465,7 @@ def plan_cascade(
         ref_s, ref_e, _ = cascade_outputs(z, y, [match_index], NonePolicy(), score)
         reference = fit_guaranteed_threshold(ref_s, ref_e, risk, delta, grid_size)
         if reference.certified and reference.tau is not None:
-            cert_s, _, _ = cascade_outputs(z[:, cert_idx], y[cert_idx], [match_index], NonePolicy(), score)
-            reference_coverage = float(np.mean(cert_s >= reference.tau))
+            reference_coverage = float(np.mean(ref_s[cert_idx] >= reference.tau))
     fit_parts, cert_parts, cert_costs, cert_pass = [], [], [], []
     for cascade in chosen_cascades:
         fs, fe, _ = cascade_outputs(z[:, fit_idx], y[fit_idx], cascade.members, cascade.policy, score)

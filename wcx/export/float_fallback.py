@@ -25,7 +25,6 @@ is judged on other rows with their own sampling noise.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from wcx.atomic import atomic_write
 from wcx.export.precision import check_float_layers, quantize_int8
 
 #: the ``int8_float_layers`` value that asks for this search
@@ -123,9 +123,8 @@ def quantize_int8_auto(
         pick = reached[0] if reached else max(range(len(trials)), key=lambda i: trials[i]["agreement"])
         path, options = graphs[pick]
         agreement = trials[pick]["agreement"]
-        staged = Path(str(dst) + ".part")
-        shutil.copyfile(path, staged)
-        os.replace(staged, dst)
+        with atomic_write(dst) as staged:
+            shutil.copyfile(path, staged)
     options = dict(options)
     options["auto"] = {"target": target, "selection_rows": int(len(select_x)),
                        "selection_source": selection_source, "agreement": agreement,
