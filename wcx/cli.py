@@ -53,7 +53,8 @@ _FLAGS = {
     "int8_float_layers": "--int8-float-layers",
     "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
     "max_queue_delay_us": "--max-queue-delay-us", "input_dtype": "--input-dtype", "instances": "--instances",
-    "members": "--members",
+    "members": "--members", "max_cost": "--max-cost", "max_stages": "--max-stages", "match": "--match",
+    "selection": "--selection", "alpha": "--alpha",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
 #: write or read of a valid path (exit 1)
@@ -754,10 +755,6 @@ def calibrate(
 # ---------------------------------------------------------------------------------------------
 # wcx plan  (owned by wcx.calibration: planner, pareto_testing, plan_bundle)
 # ---------------------------------------------------------------------------------------------
-_FLAGS.update({"max_cost": "--max-cost", "max_stages": "--max-stages", "match": "--match",
-               "selection": "--selection"})
-
-
 @app.command("plan")
 def plan_command(
     pool: Annotated[Path, typer.Argument(help="Bundle holding the pool of members to choose from (any sizes, "
@@ -995,9 +992,6 @@ def run_command(
         _print_monitor(summary["monitor"], title="drift monitor")
     if json_out:
         write_json(json_out, summary)
-
-
-_FLAGS.update({"alpha": "--alpha"})
 
 
 @app.command("monitor")
