@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -47,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from wcx.atomic import write_text_atomic  # noqa: E402
 from wcx.data import read_idx, save_npz  # noqa: E402
+from wcx.file_hash import sha256_file  # noqa: E402
 
 log = logging.getLogger("train_zoo")
 
@@ -74,14 +74,6 @@ HPARAMS = {
     "init": "PyTorch default, after torch.manual_seed(member seed)",
 }
 EPOCHS = {"b0": 6, "b1": 6, "b2": 6, "b3": 6, "b4": 7}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- data
