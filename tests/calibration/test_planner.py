@@ -56,7 +56,7 @@ def test_a_pool_of_one_member_is_that_members_own_calibration(seed: int, member:
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 1000), stages=st.integers(1, 4), score=st.sampled_from(["msp", "neg_energy"]))
+@given(seed=st.integers(0, 1000), stages=st.integers(1, 4), score=st.sampled_from(["msp", "neg_energy", "agreement"]))
 def test_the_search_measures_each_cascade_as_the_simulator_does(seed: int, stages: int, score: str) -> None:
     z, y = pool_logits(seed, 600, SKILLS)
     outcome = search_front(z, y, COSTS, max_stages=stages, beam=6, score=score)

@@ -37,6 +37,8 @@ def reference_scores(logits: np.ndarray, score: str) -> tuple[np.ndarray, np.nda
             out_s.append(np.array([sum(q * np.log(q) for q in row if q > 0) for row in p]))
         elif score == "neg_energy":
             out_s.append(np.log(np.exp(z[:m]).sum(-1)).mean(0))
+        elif score == "agreement":  # share of members whose own top-1 is the ensemble's
+            out_s.append((z[:m].argmax(-1) == p.argmax(-1)[None, :]).mean(0))
         else:
             out_s.append(z[:m].max(-1).mean(0))
     return np.array(out_s), np.array(out_p)
@@ -66,8 +68,20 @@ def test_matches_scipy_and_is_float64(score: str) -> None:
         "neg_entropy": np.sum(p * np.log(p), -1),
         "neg_energy": np.cumsum(logsumexp(z64, axis=-1), 0) / np.arange(1, 4)[:, None],
         "max_logit": np.cumsum(z64.max(-1), 0) / np.arange(1, 4)[:, None],
+        "agreement": np.stack([(z64[:m].argmax(-1) == p[m - 1].argmax(-1)).mean(0) for m in range(1, 4)]),
     }[score]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_agreement_by_hand() -> None:
+    # members' top-1: row 0 votes 0, 1, 0; row 1 votes 1, 1, 2 while the mean probabilities end
+    # on class 2 (one vote of three); stage 2 of row 0 ties P_2 between classes 0 and 1 (first wins)
+    z = np.array([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 2.0, 0.0], [0.0, 1.0, 0.0]],
+                  [[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])
+    s, p = stage_outputs(z, "agreement")
+    np.testing.assert_allclose(s, [[1.0, 1.0], [0.5, 1.0], [2 / 3, 1 / 3]])
+    np.testing.assert_array_equal(p, [[0, 1], [0, 1], [0, 2]])
+    assert get_score("agreement").bounds(3) == (0.0, 1.0)
 
 
 def test_extreme_logits_are_stable() -> None:

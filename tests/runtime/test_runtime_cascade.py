@@ -228,6 +228,32 @@ def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path
     np.testing.assert_allclose(out.pass_fraction, sim.pass_fraction)
 
 
+def test_agreement_deferral_equals_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path) -> None:
+    """ABC's deferral as a window policy on the agreement score: stage 1 passes everything on
+    (its agreement is always 1), stage 2 passes on where the two members disagree; agreement
+    values are exact fractions, so every row must match, ties included."""
+    x = np.random.default_rng(22).random((400, 1, 8, 8), dtype=np.float32)
+    xp = Preprocessor(mlp_bundle3.input)(x)
+    logits = []
+    for i in range(3):
+        with OnnxRuntimeRunner(mlp_bundle3, i) as r:
+            logits.append(r.infer({"input": xp})[LOGITS])
+    z = np.stack(logits)
+    policy = {"kind": "window", "score": "agreement", "task": "selective", "windows": [[None, None], [0.0, 0.5]],
+              "tau": 2 / 3}
+    b = with_policy(mlp_bundle3, tmp_path / "b", policy=policy)
+    sim = simulate_cascade(z, policy_from_dict(policy), "agreement", tau=2 / 3)
+    with Cascade.load(b) as c:
+        out = c(x)
+    assert 0.0 < out.pass_fraction[2] < 1.0 and out.pass_fraction[1] == 1.0
+    np.testing.assert_array_equal(out.exit_stage, sim.exit_stage)
+    np.testing.assert_array_equal(out.pred, sim.pred)
+    np.testing.assert_array_equal(out.accept, sim.accept)
+    np.testing.assert_array_equal(out.score, sim.score)
+    own = z.argmax(-1)
+    np.testing.assert_array_equal(out.exit_stage == 3, own[0] != own[1])  # deferred exactly on disagreement
+
+
 def test_import_does_not_load_torch_or_scipy() -> None:
     import subprocess
     import sys

@@ -59,6 +59,10 @@ class ArrayOps:
         """The rows ``rows`` of ``x`` (all of ``x`` when ``rows`` is None)."""
         raise NotImplementedError
 
+    def pick(self, x: Array, index: Array) -> Array:
+        """``x[i, index[i]]`` for every row i of ``x`` (N, K), ``index`` (N,) integers."""
+        raise NotImplementedError
+
     def put(self, target: Array, rows: Array | None, values: Array) -> None:
         """``target[rows] = values`` in place (all rows when ``rows`` is None)."""
         raise NotImplementedError
@@ -119,6 +123,9 @@ class NumpyOps(ArrayOps):
 
     def take(self, x: Array, rows: Array | None) -> Array:
         return x if rows is None else x[rows]
+
+    def pick(self, x: Array, index: Array) -> Array:
+        return self.np.take_along_axis(x, index[:, None], axis=-1)[:, 0]
 
     def put(self, target: Array, rows: Array | None, values: Array) -> None:
         if rows is None:
@@ -188,6 +195,9 @@ class TorchOps(ArrayOps):
 
     def take(self, x: Array, rows: Array | None) -> Array:
         return x if rows is None else x.index_select(0, rows)
+
+    def pick(self, x: Array, index: Array) -> Array:
+        return x.gather(-1, index[:, None]).squeeze(-1)
 
     def put(self, target: Array, rows: Array | None, values: Array) -> None:
         if rows is None:

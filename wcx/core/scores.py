@@ -17,6 +17,8 @@ Conventions:
   ``neg_entropy``  ``sum_k P_m[k] log P_m[k]``    none                   ``[-log K, 0]``
   ``neg_energy``   ``mean_{i<=m} logsumexp(z_i)`` ``logsumexp(z_i)``     unbounded
   ``max_logit``    ``mean_{i<=m} max_k z_i[k]``   ``max_k z_i[k]``       unbounded
+  ``agreement``    ``mean_{i<=m} v_i[argmax P_m]`` ``v_i``: one-hot of     ``[0, 1]``
+                                                  ``argmax_k z_i[k]``
   ================ ============================== ====================== ==========================
 
 One implementation serves the calibration's simulator (numpy, float64) and the runtime (numpy
@@ -78,14 +80,18 @@ class Score(abc.ABC):
     name: ClassVar[str] = ""
     #: whether :meth:`member_statistic` is used (the running state keeps its sum only then)
     uses_statistic: ClassVar[bool] = False
+    #: whether the per-member statistic has one number per class, shape (N, K), instead of (N,)
+    statistic_per_class: ClassVar[bool] = False
 
     def member_statistic(self, stats: MemberStatistics) -> Array:
-        """The per-member number this score averages, shape (N,)."""
+        """The per-member number this score averages, shape (N,) (or (N, K), see
+        :attr:`statistic_per_class`)."""
         raise NotImplementedError(f"score {self.name!r} has no per-member statistic")
 
     @abc.abstractmethod
     def final(self, mean_probs: Array, mean_statistic: Array | None, ops: ArrayOps) -> Array:
-        """The stage-m score (N,) from ``P_m`` (N, K) and the mean statistic (N,) or None."""
+        """The stage-m score (N,) from ``P_m`` (N, K) and the mean statistic (N,) (or (N, K))
+        or None."""
 
     def bounds(self, num_classes: int) -> tuple[float, float]:
         """The interval every value of this score lies in for ``num_classes`` classes
@@ -143,12 +149,37 @@ class MaxLogit(MeanMemberStatistic):
         return stats.max_logit
 
 
+class Agreement(Score):
+    """The share of the members run so far whose own top-1 class is the stage ensemble's
+    prediction ``argmax P_m`` (a member's top-1: the first index on ties). 1 for every input at
+    stage 1; from stage 2 on it is the committee's agreement that deferral on disagreement uses
+    (ABC, Kolawole et al., TMLR 2025): at stage m it takes the values 0, 1/m, ..., 1, so many
+    inputs tie (a threshold accepts or passes on all inputs of one value together)."""
+
+    name = "agreement"
+    uses_statistic = True
+    statistic_per_class = True
+
+    def member_statistic(self, stats: MemberStatistics) -> Array:
+        ops = ops_for(stats.probs)
+        top = ops.argmax(stats.probs, -1)
+        classes = ops.arange(stats.probs.shape[-1], like=stats.probs)
+        return ops.astype(classes[None, :] == top[:, None], stats.probs.dtype)  # one vote per member
+
+    def final(self, mean_probs: Array, mean_statistic: Array | None, ops: ArrayOps) -> Array:
+        assert mean_statistic is not None
+        return ops.pick(mean_statistic, ops.argmax(mean_probs, -1))
+
+    def bounds(self, num_classes: int) -> tuple[float, float]:
+        return 0.0, 1.0
+
+
 SCORE_REGISTRY: Registry[Score] = Registry("score", "wcx.scores", lambda s: s.name)
-for _score in (MaxSoftmaxProbability(), NegativeEntropy(), NegativeEnergy(), MaxLogit()):
+for _score in (MaxSoftmaxProbability(), NegativeEntropy(), NegativeEnergy(), MaxLogit(), Agreement()):
     SCORE_REGISTRY.register(_score)
 
 #: the scores that ship with wcx (others may be registered)
-SCORES: tuple[str, ...] = ("msp", "neg_entropy", "neg_energy", "max_logit")
+SCORES: tuple[str, ...] = ("msp", "neg_entropy", "neg_energy", "max_logit", "agreement")
 
 
 def register_score(score: Score, *, replace: bool = False) -> Score:
@@ -197,7 +228,8 @@ class ScoreState:
         self.ops = ops or (ops_for(like) if like is not None else numpy_ops())
         self.dtype = dtype if dtype is not None else self.ops.float64()
         self.sum_probs = self.ops.zeros((n, k), self.dtype, like)
-        self.sum_statistic = self.ops.zeros((n,), self.dtype, like) if self.score_fn.uses_statistic else None
+        shape = (n, k) if self.score_fn.statistic_per_class else (n,)
+        self.sum_statistic = self.ops.zeros(shape, self.dtype, like) if self.score_fn.uses_statistic else None
 
     def add(self, rows: Array | None, logits: Array) -> None:
         """Add one member's ``logits`` (len(rows), K) to the sums of ``rows`` (None: every row)."""
