@@ -116,6 +116,32 @@ def test_int8_with_eval_data(tmp_path: Path, digits_files) -> None:
     assert str(digits_files.eval) in check["eval_data"]
 
 
+def test_one_precision_per_member(tmp_path: Path, digits_files) -> None:
+    """A pool holding one model at two precisions (for wcx plan): each member is built and
+    checked at its own precision, the manifest and the provenance say which is which."""
+    from wcx.bundle import Bundle
+
+    report = export_bundle(["tests.export.models:small_cnn"] * 3, tmp_path / "b", input_shape=M.INPUT_SHAPE,
+                           precision="fp32,int8,fp16", names=["cnn", "cnn_int8", "cnn_fp16"],
+                           calib_data=digits_files.calib, mean=M.MEAN, std=M.STD)
+    assert report.precision == "fp32,int8,fp16"
+    assert [sorted(k for k in ("fp16", "int8") if k in m.checks) for m in report.members] == [[], ["int8"], ["fp16"]]
+    bundle = Bundle.load(tmp_path / "b")
+    assert [m.precision for m in bundle.members] == ["fp32", "int8", "fp16"]
+    assert [m.quantization is not None for m in bundle.members] == [False, True, False]
+    assert report.provenance["export_options"]["precision"] == ["fp32", "int8", "fp16"]
+    assert report.provenance["export_options"]["int8_calibration"] is not None
+
+
+@pytest.mark.parametrize("precision, message", [("fp32,int8", "one per model"), ("fp32,int4,fp16", "'int4'"),
+                                                ("bf16", "'bf16'")])
+def test_bad_precision_lists_are_refused_before_any_work(tmp_path: Path, precision: str, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        export_bundle(["tests.export.models:small_cnn"] * 3, tmp_path / "b", input_shape=M.INPUT_SHAPE,
+                      precision=precision, names=["a", "b", "c"])
+    assert not (tmp_path / "b").exists()
+
+
 def test_parity_failure_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out" / "bundle"
     with pytest.raises(WorkFailedError, match="differs from PyTorch"):

@@ -517,7 +517,7 @@ def export_bundle(
     out: str | Path,
     *,
     input_shape: Sequence[int] | Sequence[Sequence[int]],
-    precision: str = "fp32",
+    precision: str | Sequence[str] = "fp32",
     calib_data: str | Path | Dataset | None = None,
     eval_data: str | Path | Dataset | None = None,
     names: Sequence[str] | None = None,
@@ -559,6 +559,9 @@ def export_bundle(
     a held-back ``holdout_fraction`` of ``calib_data``, with activation ranges from at most
     ``max_calib_samples`` of the rest (a seeded random sample) chosen by the INT8 calibration
     method ``int8_calibration`` (``minmax``, ``percentile`` or ``entropy``);
+    ``precision`` is one of ``fp32``, ``fp16``, ``int8`` for every member, or a list with one per
+    model (a pool may hold the same model at several precisions under different ``names``, for
+    ``wcx plan`` to choose from); the INT8 options apply to the INT8 members.
     ``int8_reduce_range`` keeps INT8 weights in 7 bits, for ONNX Runtime on x86 CPUs without
     VNNI, and ``int8_float_layers`` (``"first"``, ``"last"``, both, or none) keeps those layers in
     float32 (see :mod:`wcx.export.precision`). ``progress(done, name)`` is called
@@ -570,10 +573,10 @@ def export_bundle(
     started = time.perf_counter()
     tolerances = tolerances or Tolerances()
     out = Path(out)
-    if precision not in PRECISIONS:
-        raise BadInputError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     if not models:
         raise BadInputError("give at least one model")
+    precisions = member_precisions(precision, len(models))
+    any_int8 = "int8" in precisions
     sections = input_sections(len(models), input_shape, mean, std, input_range, resize=resize, crop=crop,
                               interpolation=interpolation)
     section = sections[0]
@@ -607,7 +610,7 @@ def export_bundle(
     calib = _load_data(calib_data, data_shape)
     evald = _load_data(eval_data, data_shape)
     checks = _prepare_checks(
-        precision=precision, sample_shape=sample_shape, section=section, calib=calib,
+        precision="int8" if any_int8 else precisions[0], sample_shape=sample_shape, section=section, calib=calib,
         evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
         max_calib_samples=max_calib_samples, seed=seed,
     )
@@ -618,7 +621,8 @@ def export_bundle(
         key = section_key(s)
         if key not in member_checks:
             member_checks[key] = _prepare_checks(
-                precision=precision, sample_shape=tuple(int(d) for d in s.shape), section=s, calib=calib,
+                precision="int8" if any_int8 else precisions[0], sample_shape=tuple(int(d) for d in s.shape),
+                section=s, calib=calib,
                 evald=evald, parity_samples=parity_samples, holdout_fraction=holdout_fraction,
                 max_calib_samples=max_calib_samples, seed=seed)
         return member_checks[key]
@@ -634,7 +638,7 @@ def export_bundle(
         **({"inputs": [{"resize": None if s.resize is None else s.resize.to_dict(),
                         "crop": None if s.crop is None else s.crop.to_dict()} for s in sections]}
            if section.prepares_frames else {}),
-        "precision": precision,
+        "precision": precisions[0] if len(set(precisions)) == 1 else precisions,
         "opset": opset,
         "max_batch": max_batch,
         "mean": mean_l,
@@ -645,12 +649,12 @@ def export_bundle(
                                                   "sha256": _maybe_sha(calib.path)},
         "eval_data": None if evald is None else {"path": str(evald.path), "n": len(evald),
                                                  "sha256": _maybe_sha(evald.path)},
-        "holdout_fraction": holdout_fraction if precision == "int8" and evald is None else None,
+        "holdout_fraction": holdout_fraction if any_int8 and evald is None else None,
         "parity_samples": parity_samples,
-        "int8_reduce_range": int8_reduce_range if precision == "int8" else None,
-        "int8_calibration": int8_calibration if precision == "int8" else None,
-        "int8_float_layers": list(float_layers) if precision == "int8" else None,
-        "max_calib_samples": max_calib_samples if precision == "int8" else None,
+        "int8_reduce_range": int8_reduce_range if any_int8 else None,
+        "int8_calibration": int8_calibration if any_int8 else None,
+        "int8_float_layers": list(float_layers) if any_int8 else None,
+        "max_calib_samples": max_calib_samples if any_int8 else None,
         "seed": seed,
     }
     provenance = dict(versions, export_options=options)
@@ -664,7 +668,8 @@ def export_bundle(
                 progress(index, name)
             source = resolve_model(spec)
             report, onnx_path, weights, in_name, out_name = _build_member(
-                source, name, workdir, precision=precision, sample_shape=tuple(int(d) for d in sections[index].shape),
+                source, name, workdir, precision=precisions[index],
+                sample_shape=tuple(int(d) for d in sections[index].shape),
                 opset=opset, max_batch=max_batch, checks=checks_for(sections[index]), tolerances=tolerances,
                 chunk=chunk,
                 int8_reduce_range=int8_reduce_range, int8_calibration=int8_calibration,
@@ -684,11 +689,11 @@ def export_bundle(
                 torch_source = TorchSource(str(source.callable), rel, sha256_file(weights))
                 extra.append((rel, weights))
             member = MemberSection(
-                name=name, file=f"members/{name}.onnx", sha256=sha256_file(onnx_path), precision=precision,
+                name=name, file=f"members/{name}.onnx", sha256=sha256_file(onnx_path), precision=precisions[index],
                 input=replace(sections[index], name=in_name),
                 output_name=out_name, num_classes=report.num_classes, macs=report.macs,
                 torch_source=torch_source, export_report=report.to_dict(),
-                quantization=None if precision != "int8" else QuantizationSection(
+                quantization=None if precisions[index] != "int8" else QuantizationSection(
                     reduce_range=int8_reduce_range, calibration=int8_calibration,
                     samples=int(report.checks["int8"]["range_samples"]),
                     float_layers=tuple(report.checks["int8"]["quantization"]["float_layers"])),
@@ -696,32 +701,50 @@ def export_bundle(
             reports.append(report)
             pairs.append((member, onnx_path))
             del source
-        if precision == "int8" and not all(r.checks["int8"]["passed"] for r in reports):
+        int8_reports = [r for r in reports if r.precision == "int8"]
+        if not all(r.checks["int8"]["passed"] for r in int8_reports):
             assert checks.int8_ranges is not None
             raise WorkFailedError(int8_refusal(
-                reports, minimum=tolerances.int8_min_agreement, calibration=int8_calibration,
+                int8_reports, minimum=tolerances.int8_min_agreement, calibration=int8_calibration,
                 reduce_range=int8_reduce_range, range_samples=len(checks.int8_ranges),
                 calib_inputs=checks.int8_range_pool, float_layers=float_layers))
         write_bundle(out, pairs, provenance, extra_files=extra, overwrite=overwrite)
     if progress is not None:
         progress(len(specs), "")
     notes = []
-    if precision == "fp16":
+    if "fp16" in precisions:
         notes.append(FP16_NOTE)
-    if precision == "int8":
+    if any_int8:
         notes.append("INT8 agreement and accuracy are measured on " + str(checks.int8_eval_source) + ".")
         bits = "7 bits ([-64, 64], for x86 CPUs without VNNI)" if int8_reduce_range else "8 bits ([-127, 127])"
         n_ranges = 0 if checks.int8_ranges is None else len(checks.int8_ranges)
         notes.append(f"INT8 weights in {bits}; activation ranges by {int8_calibration} on "
                      f"{n_ranges} of {checks.int8_range_pool} calibration inputs.")
-        kept = {r.name: r.checks["int8"]["quantization"] for r in reports}
+        kept = {r.name: r.checks["int8"]["quantization"] for r in int8_reports}
         if any(q["float_layers"] for q in kept.values()):
             notes.append("Kept in float32" + (" (chosen by measurement, int8_float_layers=auto)"
                                               if float_layers == (AUTO,) else "") + ": " + "; ".join(
                 f"{name}: {', '.join(q['float_layers'])} ({q['float_macs_share']:.1%} of its MACs)"
                 if q["float_layers"] else f"{name}: none" for name, q in kept.items()) + ".")
-    return ExportReport(bundle=str(out), precision=precision, members=reports, provenance=provenance,
+    shown = precisions[0] if len(set(precisions)) == 1 else ",".join(precisions)  # as Provenance.precision
+    return ExportReport(bundle=str(out), precision=shown, members=reports, provenance=provenance,
                         notes=notes, seconds=round(time.perf_counter() - started, 3))
+
+
+def member_precisions(precision: str | Sequence[str], n_models: int) -> list[str]:
+    """One precision per model: ``precision`` for all, or its list (one per model, or a
+    comma-separated string of them); ``BadInputError`` naming what is wrong."""
+    values = ([v.strip() for v in precision.split(",")] if isinstance(precision, str)
+              else [str(v).strip() for v in precision])
+    if len(values) == 1:
+        values = values * n_models
+    if len(values) != n_models:
+        raise BadInputError(f"precision: one for every member or one per model ({n_models}), got {len(values)}: "
+                            f"{','.join(values)}")
+    for v in values:
+        if v not in PRECISIONS:
+            raise BadInputError(f"precision: {v!r} is not one of {', '.join(PRECISIONS)}")
+    return values
 
 
 def _maybe_sha(path: Path) -> str | None:
