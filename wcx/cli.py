@@ -381,7 +381,9 @@ def export(
     ],
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, fp16 (graph converted, inputs/outputs stay float32) or "
-                          "int8 (symmetric Q/DQ, per-channel weights; needs --calib-data).")
+                          "int8 (symmetric Q/DQ, per-channel weights; needs --calib-data), for every member; "
+                          "or one per model, comma-separated (fp32,int8: a pool may hold one model at two "
+                          "precisions under two --names, for wcx plan).")
     ] = "fp32",
     calib_data: Annotated[
         Path | None, typer.Option("--calib-data", help=(
@@ -855,6 +857,13 @@ def _print_plan(r: dict[str, Any]) -> None:
     sel = r["selection"]
     out.print(f"searched {s['evaluated']:,} cascades in {s['seconds']:.1f} s (front of {s['front_size']}); "
               f"{sel['n_candidates']} candidates certified together ({sel['method']}, delta {r['delta']:g} in all)")
+    for part, f in (r.get("precision_flips") or {}).items():
+        if f is None:
+            continue
+        swapped = ", ".join(f"{a} for {b}" for a, b in f["replaced"].items())
+        w = f["in_window"]
+        out.print(f"lower precision ({swapped}) flips {f['flips']} of {f['n']} accept decisions on the {part} data "
+                  f"({100 * f['flip_rate']:.2f}%), {w['flips']} of the {w['n']} inputs passed on from stage 1")
     if r.get("manifest_written"):
         out.print(f"planned cascade {' > '.join(r['members'])} written to {r['bundle']}")
 

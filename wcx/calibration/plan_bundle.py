@@ -26,6 +26,7 @@ from wcx.bundle import Bundle, select_members
 from wcx.calibration.held_out import HeldOutData, ProgressFn, latency_costs, run_members
 from wcx.calibration.pareto_testing import SELECTION_METHODS
 from wcx.calibration.planner import DEFAULT_CANDIDATES, Plan, check_objective, plan_cascade
+from wcx.calibration.precision_flips import decision_flips, model_groups, reference_twins
 from wcx.calibration.result import CalibrationResult, CalibrationSettings
 from wcx.calibration.targets import SelectiveRisk
 from wcx.core.provenance import Provenance
@@ -130,13 +131,25 @@ def plan_bundle(
         if tested.labels is None:
             raise BadInputError("the test set needs labels 'y'")
         test_logits, test_labels = tested.logits, tested.labels
+    groups = model_groups(pool.members)  # one model at several precisions runs once per cascade
+    precisions = [m.precision for m in pool.members]
     plan = plan_cascade(held.logits, held.labels, costs, names, risk=risk, delta=delta, match=match,
                         max_cost=max_cost, max_stages=max_stages, score=score, fit_fraction=fit_fraction, seed=seed,
                         n_candidates=n_candidates, selection=selection, test_logits=test_logits,
-                        test_labels=test_labels)
+                        test_labels=test_labels, groups=groups)
     report = plan.to_dict()
     report.update(pool_bundle=str(pool.path), backend=backend, cost=cost,
-                  pool_macs=dict(zip(names, macs, strict=True)), pool_costs=dict(zip(names, costs, strict=True)))
+                  pool_macs=dict(zip(names, macs, strict=True)), pool_costs=dict(zip(names, costs, strict=True)),
+                  pool_precisions=dict(zip(names, precisions, strict=True)))
+    report["precision_flips"] = None
+    twins = reference_twins(groups, precisions)
+    if plan.plan is not None and plan.plan.threshold.tau is not None:
+        pick = plan.plan
+        flips = {part: decision_flips(z, pick.cascade.members, pick.cascade.policy, pick.threshold.tau, score,
+                                      twins, names)
+                 for part, z in (("held_out", held.logits), ("test", test_logits)) if z is not None}
+        if any(v is not None for v in flips.values()):
+            report["precision_flips"] = flips
     written = None
     if plan.plan is None:
         report["reason"] = _no_plan_reason(plan)

@@ -252,11 +252,14 @@ def search_front(
     width_grid: Sequence[float] = PLAN_WIDTH_GRID,
     beam: int = DEFAULT_BEAM,
     max_cost: float | None = None,
+    groups: Sequence[int] | None = None,
 ) -> SearchOutcome:
     """Search member orders and windows on fit-part logits ``(M, N, K)`` (module docstring).
 
     Every cascade of 1 to ``max_stages`` distinct members reachable by the beam is measured;
     ``max_cost`` drops cascades whose expected cost exceeds it (cost only grows with stages).
+    ``groups``: a model id per member (one model exported at several precisions,
+    :func:`wcx.calibration.precision_flips.model_groups`): a cascade runs each model once.
     Returns the (cost, coverage) Pareto front of everything measured, and every single member.
     """
     start = time.perf_counter()
@@ -270,6 +273,9 @@ def search_front(
         raise BadInputError(f"max_stages must be >= 1, got {max_stages}")
     if beam < 1:
         raise BadInputError(f"beam must be >= 1, got {beam}")
+    group = list(range(z.shape[0])) if groups is None else [int(g) for g in groups]
+    if len(group) != z.shape[0]:
+        raise BadInputError(f"need one group per pool member ({z.shape[0]}), got {len(group)}")
     target = SelectiveRisk(risk)
     search = _Search(z, np.asarray(labels), c, target, score)
     widths = sorted({float(w) for w in width_grid})
@@ -281,8 +287,9 @@ def search_front(
         grown: list[tuple[_Prefix, PlannedCascade]] = []
         for prefix in prefixes:
             bands = search.bands(prefix, pairs)
+            taken = {group[i] for i in prefix.cascade.members}
             for j in range(z.shape[0]):
-                if j not in prefix.cascade.members:
+                if group[j] not in taken:
                     grown.extend((prefix, cas) for cas in search.extensions(prefix, j, bands, max_cost))
         if not grown:
             break
@@ -426,6 +433,7 @@ def plan_cascade(
     test_logits: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
     baselines: bool = True,
+    groups: Sequence[int] | None = None,
 ) -> Plan:
     """Plan the cheapest certified cascade of pool members (module docstring).
 
@@ -435,7 +443,7 @@ def plan_cascade(
     ``max_cost`` (the best certified coverage at or under this expected cost per input) is
     given. ``selection`` is how the candidates are certified together
     (:data:`wcx.calibration.pareto_testing.SELECTION_METHODS`). ``test_logits``/``test_labels``
-    add test-set figures to the baselines and the front.
+    add test-set figures to the baselines and the front. ``groups``: see :func:`search_front`.
     """
     z = np.asarray(logits)
     y = np.asarray(labels)
@@ -452,7 +460,7 @@ def plan_cascade(
     fit_idx, cert_idx = fit_certify_split(z.shape[1], fit_fraction, seed)
     bound = max_cost if match_index is None else float(cost_arr[match_index])
     outcome = search_front(z[:, fit_idx], y[fit_idx], cost_arr, risk=risk, score=score, max_stages=max_stages,
-                           width_grid=width_grid, beam=beam, max_cost=bound)
+                           width_grid=width_grid, beam=beam, max_cost=bound, groups=groups)
     chosen_cascades = _choose_candidates(
         outcome.front, match_single=None if match_index is None else outcome.singles[match_index],
         max_cost=max_cost, n_candidates=n_candidates)
