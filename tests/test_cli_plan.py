@@ -48,6 +48,38 @@ def test_plan_writes_a_certified_bundle_the_runtime_loads(pool: Path, tmp_path: 
         assert cascade(x).pred.shape == (64,)
 
 
+def test_a_plan_of_own_outputs_is_written_and_run_as_planned(pool: Path, tmp_path: Path) -> None:
+    """--combine last: every stage keeps its own member's output; the bundle says so (manifest
+    version 3) and the runtime's decisions on the calibration rows are the plan's."""
+    out = tmp_path / "planned"
+    code, text = plan(str(pool), "--data", str(split_path("calib")), "--max-cost", "300000", "--combine", "last",
+                      "--out", str(out), "--json", str(tmp_path / "plan.json"))
+    assert code == 0, text
+    r = json.loads((tmp_path / "plan.json").read_text())
+    assert r["objective"]["combines"] == ["last"]
+    assert all(c["combine"] == "last" for c in r["candidates"] if len(c["members"]) > 1)
+    bundle = Bundle.load(out)
+    assert len(r["members"]) == 2 and bundle.policy is not None and bundle.policy.combine == "last"
+    assert json.loads((out / "wcx.json").read_text())["schema_version"] == 3
+    x = np.load(split_path("calib"))["x"][:500]
+    with Cascade.load(out, strict=True) as cascade:
+        got = cascade(x)
+    zoo = Bundle.load(ZOO_DIR / "bundles" / "fp32")
+    from wcx.calibration.held_out import open_data_for, run_members
+    from wcx.calibration.simulator import simulate_cascade
+
+    np.savez(tmp_path / "rows.npz", x=x, y=np.load(split_path("calib"))["y"][:500])
+    sub = select_members(zoo, r["members"], tmp_path / "sub")
+    held = run_members(sub, open_data_for(sub, tmp_path / "rows.npz"))
+    sim = simulate_cascade(held.logits, bundle.policy.policy, "msp", tau=bundle.policy.tau,
+                           combine=bundle.policy.combine)
+    np.testing.assert_array_equal(got.exit_stage, sim.exit_stage)
+    np.testing.assert_array_equal(got.accept, sim.accept)
+    code, text = plan(str(pool), "--data", str(split_path("calib")), "--max-cost", "400000", "--combine", "max",
+                      "--out", str(tmp_path / "x"))
+    assert code == 2 and "combine must be one of mean, last" in text
+
+
 def test_objectives_and_outputs_are_checked(pool: Path, tmp_path: Path) -> None:
     data = str(split_path("calib"))
     code, text = plan(str(pool), "--data", data, "--out", str(tmp_path / "a"))

@@ -54,7 +54,7 @@ _FLAGS = {
     "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
     "max_queue_delay_us": "--max-queue-delay-us", "input_dtype": "--input-dtype", "instances": "--instances",
     "members": "--members", "max_cost": "--max-cost", "max_stages": "--max-stages", "match": "--match",
-    "selection": "--selection", "alpha": "--alpha",
+    "selection": "--selection", "alpha": "--alpha", "combine": "--combine",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
 #: write or read of a valid path (exit 1)
@@ -663,6 +663,11 @@ def calibrate(
         int, typer.Option("--n-boot", help="Window search: bootstrap resamples that measure each cascade's "
                           "gap noise; feasible iff gap + its std <= eps (0: plain gap <= eps).")
     ] = 100,
+    combine: Annotated[
+        str, typer.Option("--combine", help="What a stage outputs: mean (the mean of the members run so far, the "
+                          "stage ensemble) or last (its own member's alone: a confidence cascade, for members of "
+                          "very different strength).")
+    ] = "mean",
     test: Annotated[
         Path | None, typer.Option("--test", help="Test data, as --data (or a logits .npz with --logits), measured "
                                   "with the fitted thresholds, never re-fitted.")
@@ -714,7 +719,7 @@ def calibrate(
             raise BadInputError("--cost latency needs --bench BENCH.json (from 'wcx bench --json')")
         fit_options: dict[str, Any] = dict(
             task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=fixed,
-            budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
+            budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot, combine=combine,
         )
         if logits is not None:
             calibrator = CascadeCalibrator(**fit_options)
@@ -779,6 +784,10 @@ def plan_command(
     max_stages: Annotated[int, typer.Option("--max-stages", help="Most members per cascade (each at most "
                                             "once).")] = 4,
     score: Annotated[str, typer.Option("--score", help=f"One of {_registered('score')}.")] = "msp",
+    combine: Annotated[str, typer.Option("--combine", help="What a stage may output, comma-separated, each "
+                                         "searched: mean (the mean of the members run so far) and/or last (its "
+                                         "own member's alone, a confidence cascade): mean,last searches "
+                                         "both.")] = "mean",
     fit_fraction: Annotated[float, typer.Option("--fit-fraction", help="Share of the held-out set that chooses "
                                                 "the cascades; the rest certifies.")] = 0.3,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fit/certify split (recorded).")] = 0,
@@ -819,7 +828,7 @@ def plan_command(
             b, ds, out_dir, risk=risk, delta=delta, match=match, max_cost=max_cost, cost=cost,
             bench=_read_json(bench) if cost == "latency" and bench else None, max_stages=max_stages, score=score,
             fit_fraction=fit_fraction, seed=seed, selection=selection, backend=backend, threads=threads, test=test_ds,
-            overwrite=overwrite, progress=advance,
+            overwrite=overwrite, progress=advance, combines=[c.strip() for c in combine.split(",") if c.strip()],
         )
     result = done.report
     if report is not None:
@@ -849,7 +858,8 @@ def _print_plan(r: dict[str, Any]) -> None:
                       pct(ref["coverage"]) if ref["certified"] else "not certified", pct(ref["risk_upper_bound"]),
                       "reference")
     for c in r["candidates"]:
-        table.add_row(" > ".join(c["members"]), f"{c['expected_cost']:,.4g}",
+        own = " (own outputs)" if c.get("combine") == "last" else ""
+        table.add_row(" > ".join(c["members"]) + own, f"{c['expected_cost']:,.4g}",
                       pct(c["coverage"]) if c["certified"] else "not certified", pct(c["risk_upper_bound"]),
                       "plan" if c["members"] == plan.get("members") else "")
     out.print(table)

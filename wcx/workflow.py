@@ -67,6 +67,7 @@ def calibrate(
     cost: str = "macs",
     bench: Sequence[Mapping[str, Any]] | None = None,
     n_boot: int = 100,
+    combine: str = "mean",
     backend: str = "onnxruntime",
     threads: int | None = None,
     test: HeldOutData | None = None,
@@ -94,7 +95,7 @@ def calibrate(
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     calibrator = CascadeCalibrator(
         task=task, score=score, risk=risk, tpr=tpr, delta=delta, eps=eps, policy=policy, widths=widths,
-        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot,
+        budget=budget, fit_fraction=fit_fraction, seed=seed, cost=cost, n_boot=n_boot, combine=combine,
     )
     member_costs = None
     if cost == "latency":

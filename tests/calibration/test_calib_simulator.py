@@ -94,6 +94,17 @@ def test_window_covering_all_scores_is_all(z: np.ndarray, score: str, margin: fl
     )
 
 
+@settings(max_examples=40, deadline=None)
+@given(logits_strategy(), st.sampled_from(SCORES))
+def test_combine_last_with_an_infinite_window_is_the_last_member_alone(z: np.ndarray, score: str) -> None:
+    everything = WindowPolicy([(-math.inf, math.inf)] * (z.shape[0] - 1))
+    got, alone = simulate_cascade(z, everything, score, combine="last"), simulate_cascade(z[-1:], NonePolicy(), score)
+    np.testing.assert_array_equal(got.exit_stage, z.shape[0])
+    np.testing.assert_array_equal(got.pred, alone.pred)
+    np.testing.assert_array_equal(got.score, alone.score)
+    _same(simulate_cascade(z, NonePolicy(), score, combine="last"), simulate_cascade(z, NonePolicy(), score))
+
+
 @settings(max_examples=60, deadline=None)
 @given(logits_strategy(), st.sampled_from(SCORES), st.floats(-10, 10), st.floats(1e-6, 5))
 def test_empty_window_is_none(z: np.ndarray, score: str, lo: float, gap: float) -> None:

@@ -92,9 +92,23 @@ def test_calibration_section_needs_its_fields(mlp_bundle: Bundle) -> None:
 
 def test_unknown_schema_version_is_refused(mlp_bundle: Bundle) -> None:
     d = manifest_dict(mlp_bundle)
-    d["schema_version"] = 3
-    with pytest.raises(BadInputError, match="schema_version 3"):
+    d["schema_version"] = 4
+    with pytest.raises(BadInputError, match="schema_version 4"):
         Manifest.from_dict(d)
+
+
+def test_combine_last_is_version_3_and_round_trips(mlp_bundle: Bundle) -> None:
+    """A policy whose stages keep their own member's output needs a reader that knows it: the
+    manifest says version 3 then, and only then."""
+    d = with_policy(manifest_dict(mlp_bundle), combine="last")
+    m = Manifest.from_dict(d)
+    assert m.policy is not None and m.policy.combine == "last"
+    out = m.to_dict()
+    assert out["schema_version"] == 3 and out["policy"]["combine"] == "last"
+    mean = Manifest.from_dict(with_policy(manifest_dict(mlp_bundle))).to_dict()
+    assert mean["schema_version"] == SCHEMA_VERSION == 2 and "combine" not in mean["policy"]
+    with pytest.raises(BadInputError, match="combine must be one of mean, last"):
+        Manifest.from_dict(with_policy(manifest_dict(mlp_bundle), combine="max"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,6 +84,30 @@ def test_agreement_by_hand() -> None:
     assert get_score("agreement").bounds(3) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("score", SCORES)
+def test_combine_last_is_each_member_alone(score: str) -> None:
+    """``last``: stage m's score and prediction are member m's own, on every row and on subsets."""
+    rng = np.random.default_rng(6)
+    z = (rng.standard_normal((3, 30, 5)) * 3).astype(np.float32)
+    s, p = stage_outputs(z, score, "last")
+    for m in range(3):
+        alone_s, alone_p = stage_outputs(z[[m]], score)
+        np.testing.assert_allclose(s[m], alone_s[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(p[m], alone_p[0])
+    np.testing.assert_allclose(stage_probs(z, "last"), softmax(z.astype(np.float64), axis=-1), rtol=1e-12)
+    st = ScoreState(score, 30, 5, combine="last")
+    st.add(None, z[0])
+    rows = np.array([2, 7, 11])
+    st.add(rows, z[1][rows])
+    got, pred = st.score(rows, 2)
+    np.testing.assert_allclose(got, s[1][rows], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(pred, p[1][rows])
+    untouched, _ = st.score(np.array([0, 1]), 1)  # rows that stopped keep member 1's output
+    np.testing.assert_allclose(untouched, s[0][[0, 1]], rtol=1e-12, atol=1e-12)
+    with pytest.raises(BadInputError, match="combine"):
+        ScoreState(score, 1, 5, combine="max")
+
+
 def test_extreme_logits_are_stable() -> None:
     z = np.array([[[1000.0, -1000.0, 0.0]], [[-5000.0, 5000.0, 0.0]]])
     for score in SCORES:

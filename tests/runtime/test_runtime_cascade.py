@@ -14,7 +14,7 @@ from wcx.bundle import Bundle
 from wcx.calibration.simulator import simulate_cascade
 from wcx.core.policy import policy_from_dict
 from wcx.core.preprocess import Preprocessor
-from wcx.core.scores import stage_scores
+from wcx.core.scores import stage_probs, stage_scores
 from wcx.errors import BadInputError, UsageError
 from wcx.runtime.cascade import CalibrationMismatchWarning, prediction_metrics
 from wcx.runtime.onnxruntime_runner import OnnxRuntimeRunner
@@ -187,11 +187,13 @@ def test_prediction_metrics() -> None:
     assert prediction_metrics(out, np.array([0, 0, 1, 1]))["risk"] is None
 
 
+@pytest.mark.parametrize("combine", ["mean", "last"])
 @pytest.mark.parametrize("score", ["msp", "neg_entropy", "neg_energy", "max_logit"])
 @pytest.mark.parametrize("kind", ["window", "threshold"])
-def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path, score: str, kind: str) -> None:
-    """Same exit stages, predictions and accepts as simulate_cascade on the same logits (rows
-    within 1e-9 of a boundary are exact score ties and are left out)."""
+def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path, score: str, kind: str,
+                                                   combine: str) -> None:
+    """Same exit stages, predictions, accepts and probabilities as simulate_cascade on the same
+    logits (rows within 1e-9 of a boundary are exact score ties and are left out)."""
     x = np.random.default_rng(21).random((500, 1, 8, 8), dtype=np.float32)
     xp = Preprocessor(mlp_bundle3.input)(x)
     logits = []
@@ -199,7 +201,7 @@ def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path
         with OnnxRuntimeRunner(mlp_bundle3, i) as r:
             logits.append(r.infer({"input": xp})[LOGITS])
     z = np.stack(logits)
-    stage_s = stage_scores(z, score)
+    stage_s = stage_scores(z, score, combine)
     # windows and tau from the stage-score quantiles, so every stage is exercised
     q = [np.quantile(stage_s[m], [0.3, 0.8]) for m in range(2)]
     tau = float(np.quantile(stage_s[2], 0.5))
@@ -211,10 +213,14 @@ def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path
         policy = {"kind": "threshold", "score": score, "task": "selective",
                   "thresholds": [float(q[0][1]), float(q[1][1])], "tau": tau}
         bounds = [q[0][1], q[1][1]]
+    if combine != "mean":
+        policy["combine"] = combine
     b = with_policy(mlp_bundle3, tmp_path / "b", policy=policy)
-    sim = simulate_cascade(z, policy_from_dict(policy), score, tau=tau)
+    sim = simulate_cascade(z, policy_from_dict(policy), score, tau=tau, combine=combine)
     with Cascade.load(b) as c:
-        out = c(x)
+        out = c(x, return_probs=True)
+    probs = stage_probs(z, combine)[out.exit_stage - 1, np.arange(500)]
+    np.testing.assert_allclose(out.probs, probs, rtol=1e-5, atol=1e-6)
     near = np.zeros(500, dtype=bool)
     for v in [*bounds, tau]:
         near |= (np.abs(stage_s - v) < 1e-9).any(axis=0)

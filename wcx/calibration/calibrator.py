@@ -41,7 +41,7 @@ from wcx.calibration.targets import Target, make_target
 from wcx.calibration.window import DEFAULT_N_BOOT, DEFAULT_WIDTH_GRID, WindowSearch
 from wcx.core.policy import AllPolicy, NonePolicy, Policy
 from wcx.core.provenance import Provenance
-from wcx.core.scores import get_score, stage_outputs
+from wcx.core.scores import check_combine, get_score, stage_outputs
 from wcx.core.tasks import get_task
 from wcx.errors import BadInputError, InsufficientDataError, NotFittedError
 from wcx.json_values import json_safe
@@ -84,6 +84,10 @@ class CascadeCalibrator:
             gap to the full ensemble; a cascade is feasible iff ``gap + its standard deviation
             <= eps`` (0: plain ``gap <= eps``; see :mod:`wcx.calibration.window`). Seeded by
             ``seed``.
+        combine: ``mean`` (stage m's output is the mean of members 1..m, the stage-m ensemble)
+            or ``last`` (its own member's alone: a confidence cascade of different models);
+            :data:`wcx.core.scores.COMBINES`. With ``last`` the full-ensemble reference of the
+            window search is the last member on every input.
     """
 
     def __init__(
@@ -103,10 +107,12 @@ class CascadeCalibrator:
         width_grid: Sequence[float] = DEFAULT_WIDTH_GRID,
         grid_size: int = DEFAULT_GRID_SIZE,
         n_boot: int = DEFAULT_N_BOOT,
+        combine: str = "mean",
     ) -> None:
         # Names given as strings are resolved here, once, with errors that list the valid ones.
         self.task = get_task(task).name
         self.score = get_score(get_task(task).default_score if score is None else score).name
+        self.combine = check_combine(combine)
         if policy not in FITTERS:
             raise BadInputError(f"unknown policy {policy!r}; valid policies: {', '.join(FITTERS)}")
         if cost not in COSTS:
@@ -152,7 +158,7 @@ class CascadeCalibrator:
     def _settings(self) -> CalibrationSettings:
         return CalibrationSettings(target=self.target, score=self.score, policy=self.policy, delta=self.delta,
                                    eps=self.eps, n_boot=self.n_boot, seed=self.seed,
-                                   fit_fraction=self.fit_fraction, cost=self.cost)
+                                   fit_fraction=self.fit_fraction, cost=self.cost, combine=self.combine)
 
     @property
     def result_(self) -> CalibrationResult:
@@ -207,7 +213,7 @@ class CascadeCalibrator:
         ``ood_logits`` ``(M, N_ood, K)`` (ood task) are used only to report FPR and AUROC.
         Returns ``self``.
         """
-        scores, preds = stage_outputs(logits, self.score)
+        scores, preds = stage_outputs(logits, self.score, self.combine)
         m_total, n = scores.shape
         k = int(np.shape(logits)[-1])
         labels = self._labels(y, n, k)
@@ -314,7 +320,7 @@ class CascadeCalibrator:
         return out
 
     def _simulate(self, logits: np.ndarray, policy: Policy, m_total: int, k: int) -> CascadeOutcome:
-        scores, preds = stage_outputs(logits, self.score)
+        scores, preds = stage_outputs(logits, self.score, self.combine)
         if scores.shape[0] != m_total:
             raise BadInputError(f"logits have {scores.shape[0]} members; the calibration has {m_total}")
         if np.shape(logits)[-1] != k:

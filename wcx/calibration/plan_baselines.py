@@ -48,21 +48,21 @@ Parts = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def cascade_outputs(logits: np.ndarray, labels: np.ndarray, members: Sequence[int], policy: Policy,
-                    score: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    score: str, combine: str = "mean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exit scores, errors and pass fractions of ``members`` under ``policy`` on ``logits``
-    (the running-ensemble cascade of method.md section 2)."""
-    s, p = stage_outputs(np.asarray(logits)[list(members)], score)
+    (the cascade of method.md section 2; ``combine`` as :data:`wcx.core.scores.COMBINES`)."""
+    s, p = stage_outputs(np.asarray(logits)[list(members)], score, combine)
     out = simulate_from_stages(s, p, policy)
     return out.score, out.pred != labels, out.pass_fraction
 
 
 def measure_cascade(members: Sequence[int], policy: Policy, parts: Parts, costs: np.ndarray, risk: float,
-                    score: str, tau: float | None = None) -> dict[str, Any]:
+                    score: str, tau: float | None = None, combine: str = "mean") -> dict[str, Any]:
     """Expected cost and coverage at ``risk`` (threshold-free) of a fitted cascade on each part;
     with ``tau``, also the coverage and risk that tau gives there."""
     out: dict[str, Any] = {}
     for part, (lz, ly) in parts.items():
-        s, e, pf = cascade_outputs(lz, ly, members, policy, score)
+        s, e, pf = cascade_outputs(lz, ly, members, policy, score, combine)
         fig: dict[str, Any] = {"expected_cost": float(np.dot(pf, costs[list(members)])),
                                "coverage_at_risk": coverage_at_risk(s, e, risk)}
         if tau is not None:

@@ -30,6 +30,7 @@ from wcx.calibration.precision_flips import decision_flips, model_groups, refere
 from wcx.calibration.result import CalibrationResult, CalibrationSettings
 from wcx.calibration.targets import SelectiveRisk
 from wcx.core.provenance import Provenance
+from wcx.core.scores import COMBINES, check_combine
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.json_values import json_safe
 
@@ -64,7 +65,7 @@ def plan_result(plan: Plan, macs: Sequence[float], costs: Sequence[float], cost:
     member_costs = tuple(float(costs[i]) for i in idx)
     settings = CalibrationSettings(target=SelectiveRisk(plan.risk), score=plan.score, policy=policy.kind,
                                    delta=plan.delta, eps=math.nan, n_boot=0, seed=plan.seed,
-                                   fit_fraction=plan.fit_fraction, cost=cost)
+                                   fit_fraction=plan.fit_fraction, cost=cost, combine=pick.cascade.combine)
     pf = np.asarray(pick.pass_fraction)
     return CalibrationResult(
         settings=settings, n_members=len(idx), n_classes=n_classes, policy=policy, threshold=pick.threshold,
@@ -98,17 +99,24 @@ def plan_bundle(
     overwrite: bool = False,
     data_key: str | None = None,
     progress: ProgressFn | None = None,
+    combines: Sequence[str] = ("mean",),
 ) -> BundlePlan:
     """Plan the cheapest certified cascade of ``pool``'s members on held-out ``data`` and write
     it as a calibrated bundle at ``out`` (module docstring; the objective and the search:
     :func:`wcx.calibration.planner.plan_cascade`). ``cost`` is ``macs`` (the manifest's) or
     ``latency`` (``bench``: the rows of ``wcx bench --json`` on the target device, one
     ``member:<name>`` row per pool member). ``test`` adds test-set figures to the report. A
-    ``max_cost`` is in the cost's unit (MACs, or milliseconds per input)."""
+    ``max_cost`` is in the cost's unit (MACs, or milliseconds per input). ``combines``: the stage
+    outputs searched (:data:`wcx.core.scores.COMBINES`; the mean of the members so far by
+    default, ``last`` adds cascades whose stages keep their own member's output)."""
     if cost not in ("macs", "latency"):
         raise BadInputError(f"cost must be macs or latency, got {cost!r}")
     if selection not in SELECTION_METHODS:
         raise BadInputError(f"selection must be one of {', '.join(SELECTION_METHODS)}, got {selection!r}")
+    if not combines:
+        raise BadInputError("combines: search at least one of " + ", ".join(COMBINES))
+    for c in combines:
+        check_combine(c)
     out = Path(out)
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")
@@ -136,7 +144,7 @@ def plan_bundle(
     plan = plan_cascade(held.logits, held.labels, costs, names, risk=risk, delta=delta, match=match,
                         max_cost=max_cost, max_stages=max_stages, score=score, fit_fraction=fit_fraction, seed=seed,
                         n_candidates=n_candidates, selection=selection, test_logits=test_logits,
-                        test_labels=test_labels, groups=groups)
+                        test_labels=test_labels, groups=groups, combines=combines)
     report = plan.to_dict()
     report.update(pool_bundle=str(pool.path), backend=backend, cost=cost,
                   pool_macs=dict(zip(names, macs, strict=True)), pool_costs=dict(zip(names, costs, strict=True)),
@@ -146,7 +154,7 @@ def plan_bundle(
     if plan.plan is not None and plan.plan.threshold.tau is not None:
         pick = plan.plan
         flips = {part: decision_flips(z, pick.cascade.members, pick.cascade.policy, pick.threshold.tau, score,
-                                      twins, names)
+                                      twins, names, combine=pick.cascade.combine)
                  for part, z in (("held_out", held.logits), ("test", test_logits)) if z is not None}
         if any(v is not None for v in flips.values()):
             report["precision_flips"] = flips

@@ -49,7 +49,7 @@ from wcx.calibration.targets import SelectiveRisk
 from wcx.calibration.window import EMPTY_WINDOW, quantile_band
 from wcx.core.arrays import numpy_ops
 from wcx.core.policy import NonePolicy, Policy, WindowPolicy, window_to_json
-from wcx.core.scores import get_score, member_statistics
+from wcx.core.scores import COMBINES, check_combine, get_score, member_statistics
 from wcx.errors import BadInputError
 from wcx.json_values import json_safe
 
@@ -73,7 +73,8 @@ class PlannedCascade:
     ``members`` are pool indices in stage order; ``windows`` the fitted window of each
     non-final stage (``widths`` the quantile widths that made it); ``cost`` the expected cost per
     input, ``coverage`` the empirical coverage at the target risk, ``pass_fraction`` the share of
-    inputs reaching each stage.
+    inputs reaching each stage; ``combine`` whether a stage outputs the mean of its members so far
+    or its own member's output.
     """
 
     members: tuple[int, ...]
@@ -82,6 +83,7 @@ class PlannedCascade:
     cost: float
     coverage: float
     pass_fraction: tuple[float, ...]
+    combine: str = "mean"  # what a stage outputs (wcx.core.scores.COMBINES); "mean" for one member
 
     @property
     def policy(self) -> Policy:
@@ -93,8 +95,9 @@ class PlannedCascade:
 
     def to_dict(self, pool: Sequence[str]) -> dict[str, Any]:
         return {"members": self.names(pool), "widths": [list(w) for w in self.widths],
-                "windows": [window_to_json(w) for w in self.windows], "expected_cost": self.cost,
-                "coverage_at_risk": self.coverage, "pass_fraction": list(self.pass_fraction)}
+                "windows": [window_to_json(w) for w in self.windows], "combine": self.combine,
+                "expected_cost": self.cost, "coverage_at_risk": self.coverage,
+                "pass_fraction": list(self.pass_fraction)}
 
 
 @dataclass
@@ -119,8 +122,9 @@ class _Search:
     """The beam search of :func:`search_front` on one set of fit-part logits."""
 
     def __init__(self, logits: np.ndarray, labels: np.ndarray, costs: np.ndarray, target: SelectiveRisk,
-                 score: str) -> None:
+                 score: str, combine: str = "mean") -> None:
         self.score = get_score(score)
+        self.combine = check_combine(combine)
         self.ops = numpy_ops()
         self.labels = labels
         self.costs = costs
@@ -131,6 +135,14 @@ class _Search:
                             for s in self.stats]
         self.n = z.shape[1]
         self.evaluated = 0
+
+    def _sums(self, prefix: _Prefix, j: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """The running sums after adding member ``j`` to ``prefix``, and how many members they
+        hold (``last``: member j's own output replaces the prefix's)."""
+        if self.combine == "last":
+            return np.asarray(self.stats[j].probs), self.member_stat[j], 1
+        sum_stat = None if prefix.sum_stat is None else prefix.sum_stat + self.member_stat[j]
+        return prefix.sum_probs + self.stats[j].probs, sum_stat, len(prefix.cascade.members) + 1
 
     def _stage(self, sum_probs: np.ndarray, sum_stat: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray]:
         p = sum_probs / m
@@ -168,10 +180,7 @@ class _Search:
     def extensions(self, prefix: _Prefix, j: int, bands: list[_Band], max_cost: float | None) -> list[PlannedCascade]:
         """Every cascade ``prefix + member j`` over the prefix's windows (within ``max_cost``)."""
         c = prefix.cascade
-        m = len(c.members) + 1
-        sum_probs = prefix.sum_probs + self.stats[j].probs
-        sum_stat = None if prefix.sum_stat is None else prefix.sum_stat + self.member_stat[j]
-        s_new, e_new = self._stage(sum_probs, sum_stat, m)
+        s_new, e_new = self._stage(*self._sums(prefix, j))
         out = []
         for pair, window, cont in bands:
             passed = float(cont.mean())
@@ -183,17 +192,15 @@ class _Search:
             self.evaluated += 1
             out.append(PlannedCascade(c.members + (j,), c.widths + (pair,), c.windows + (window,), cost,
                                       coverage_at_risk(score, err, self.target.alpha),
-                                      c.pass_fraction + (passed,)))
+                                      c.pass_fraction + (passed,), self.combine))
         return out
 
     def grow(self, prefix: _Prefix, cascade: PlannedCascade) -> _Prefix:
         """The state of ``cascade``, one member longer than ``prefix``."""
         j = cascade.members[-1]
-        m = len(cascade.members)
         window = cascade.windows[-1]
         cont = prefix.reach & (prefix.last_score >= window[0]) & (prefix.last_score <= window[1])
-        sum_probs = prefix.sum_probs + self.stats[j].probs
-        sum_stat = None if prefix.sum_stat is None else prefix.sum_stat + self.member_stat[j]
+        sum_probs, sum_stat, m = self._sums(prefix, j)
         s_new, e_new = self._stage(sum_probs, sum_stat, m)
         return _Prefix(cascade, sum_probs, sum_stat, s_new, e_new, np.where(cont, s_new, prefix.out_score),
                        np.where(cont, e_new, prefix.out_err), cont)
@@ -253,6 +260,7 @@ def search_front(
     beam: int = DEFAULT_BEAM,
     max_cost: float | None = None,
     groups: Sequence[int] | None = None,
+    combine: str = "mean",
 ) -> SearchOutcome:
     """Search member orders and windows on fit-part logits ``(M, N, K)`` (module docstring).
 
@@ -260,6 +268,7 @@ def search_front(
     ``max_cost`` drops cascades whose expected cost exceeds it (cost only grows with stages).
     ``groups``: a model id per member (one model exported at several precisions,
     :func:`wcx.calibration.precision_flips.model_groups`): a cascade runs each model once.
+    ``combine``: what the searched cascades' stages output (:data:`wcx.core.scores.COMBINES`).
     Returns the (cost, coverage) Pareto front of everything measured, and every single member.
     """
     start = time.perf_counter()
@@ -277,7 +286,7 @@ def search_front(
     if len(group) != z.shape[0]:
         raise BadInputError(f"need one group per pool member ({z.shape[0]}), got {len(group)}")
     target = SelectiveRisk(risk)
-    search = _Search(z, np.asarray(labels), c, target, score)
+    search = _Search(z, np.asarray(labels), c, target, score, combine)
     widths = sorted({float(w) for w in width_grid})
     pairs = [(a, b) for a in widths for b in widths]
     singles = [search.single(i) for i in range(z.shape[0])]
@@ -313,7 +322,8 @@ class PlanCandidate:
     def to_dict(self, pool: Sequence[str]) -> dict[str, Any]:
         t = self.threshold
         return {"members": self.cascade.names(pool), "windows":
-                [window_to_json(w) for w in self.cascade.windows], "fit_coverage": self.cascade.coverage,
+                [window_to_json(w) for w in self.cascade.windows], "combine": self.cascade.combine,
+                "fit_coverage": self.cascade.coverage,
                 "fit_cost": self.cascade.cost, "expected_cost": self.cost, "pass_fraction": list(self.pass_fraction),
                 "certified": t.certified, "tau": t.tau if t.certified else None,
                 "coverage": t.coverage, "risk": t.risk, "risk_upper_bound": t.risk_upper_bound}
@@ -434,6 +444,7 @@ def plan_cascade(
     test_labels: np.ndarray | None = None,
     baselines: bool = True,
     groups: Sequence[int] | None = None,
+    combines: Sequence[str] = ("mean",),
 ) -> Plan:
     """Plan the cheapest certified cascade of pool members (module docstring).
 
@@ -444,6 +455,9 @@ def plan_cascade(
     given. ``selection`` is how the candidates are certified together
     (:data:`wcx.calibration.pareto_testing.SELECTION_METHODS`). ``test_logits``/``test_labels``
     add test-set figures to the baselines and the front. ``groups``: see :func:`search_front`.
+    ``combines``: the stage outputs searched (each a search of its own; the fronts are merged);
+    ``mean`` alone by default (adding ``last`` helped and hurt about equally on the zoo:
+    ``docs/results/plan_audit.md``).
     """
     z = np.asarray(logits)
     y = np.asarray(labels)
@@ -459,8 +473,13 @@ def plan_cascade(
     cost_arr = np.asarray(costs, dtype=np.float64)
     fit_idx, cert_idx = fit_certify_split(z.shape[1], fit_fraction, seed)
     bound = max_cost if match_index is None else float(cost_arr[match_index])
-    outcome = search_front(z[:, fit_idx], y[fit_idx], cost_arr, risk=risk, score=score, max_stages=max_stages,
-                           width_grid=width_grid, beam=beam, max_cost=bound, groups=groups)
+    if not combines:
+        raise BadInputError("combines: search at least one of " + ", ".join(COMBINES))
+    outcomes = [search_front(z[:, fit_idx], y[fit_idx], cost_arr, risk=risk, score=score, max_stages=max_stages,
+                             width_grid=width_grid, beam=beam, max_cost=bound, groups=groups,
+                             combine=check_combine(c)) for c in dict.fromkeys(combines)]
+    outcome = SearchOutcome(front=pareto_front([c for o in outcomes for c in o.front]), singles=outcomes[0].singles,
+                            evaluated=sum(o.evaluated for o in outcomes), seconds=sum(o.seconds for o in outcomes))
     chosen_cascades = _choose_candidates(
         outcome.front, match_single=None if match_index is None else outcome.singles[match_index],
         max_cost=max_cost, n_candidates=n_candidates)
@@ -476,8 +495,10 @@ def plan_cascade(
             reference_coverage = float(np.mean(ref_s[cert_idx] >= reference.tau))
     fit_parts, cert_parts, cert_costs, cert_pass = [], [], [], []
     for cascade in chosen_cascades:
-        fs, fe, _ = cascade_outputs(z[:, fit_idx], y[fit_idx], cascade.members, cascade.policy, score)
-        cs, ce, pf = cascade_outputs(z[:, cert_idx], y[cert_idx], cascade.members, cascade.policy, score)
+        fs, fe, _ = cascade_outputs(z[:, fit_idx], y[fit_idx], cascade.members, cascade.policy, score,
+                                    cascade.combine)
+        cs, ce, pf = cascade_outputs(z[:, cert_idx], y[cert_idx], cascade.members, cascade.policy, score,
+                                     cascade.combine)
         fit_parts.append((fs, fe))
         cert_parts.append((cs, ce))
         cert_pass.append(tuple(float(p) for p in pf))
@@ -488,7 +509,8 @@ def plan_cascade(
     chosen = _pick(candidates, reference=reference, reference_coverage=reference_coverage, max_cost=max_cost)
     match_cost = None if match_index is None else float(cost_arr[match_index])
     plan = Plan(pool=names, risk=risk, delta=delta, score=score,
-                objective={"match": match, "match_cost": match_cost, "max_cost": max_cost, "max_stages": max_stages},
+                objective={"match": match, "match_cost": match_cost, "max_cost": max_cost, "max_stages": max_stages,
+                           "combines": list(dict.fromkeys(combines))},
                 candidates=candidates, test=tested, selection=selection, chosen=chosen, reference=reference,
                 reference_coverage=reference_coverage,
                 n_fit=int(fit_idx.size), n_certify=int(cert_idx.size), fit_fraction=fit_fraction, seed=seed,
@@ -499,12 +521,13 @@ def plan_cascade(
             parts["test"] = (np.asarray(test_logits), np.asarray(test_labels))
         plan.baselines = baseline_figures(z[:, fit_idx], y[fit_idx], cost_arr, names, parts, risk=risk,
                                           score=score, max_stages=max_stages)
-        plan.front = [{**cas.to_dict(names), **measure_cascade(cas.members, cas.policy, parts, cost_arr, risk, score)}
+        plan.front = [{**cas.to_dict(names), **measure_cascade(cas.members, cas.policy, parts, cost_arr, risk, score,
+                                                               combine=cas.combine)}
                       for cas in outcome.front]
         if chosen is not None:
             pick = candidates[chosen]
             plan.figures = measure_cascade(pick.cascade.members, pick.cascade.policy, parts, cost_arr, risk, score,
-                                    tau=pick.threshold.tau)
+                                           tau=pick.threshold.tau, combine=pick.cascade.combine)
     return plan
 
 

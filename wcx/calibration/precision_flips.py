@@ -55,7 +55,7 @@ def reference_twins(groups: Sequence[int], precisions: Sequence[str]) -> dict[in
 
 
 def decision_flips(logits: np.ndarray, members: Sequence[int], policy: Policy, tau: float, score: str,
-                   twins: Mapping[int, int], names: Sequence[str]) -> dict[str, Any] | None:
+                   twins: Mapping[int, int], names: Sequence[str], *, combine: str = "mean") -> dict[str, Any] | None:
     """What the lower-precision stages of the cascade ``members`` (pool indices, stage order)
     change, on pool logits ``(M, N, K)``: the same cascade (policy, tau) with every such stage
     replaced by its twin is the reference. None when no stage has a twin.
@@ -68,8 +68,8 @@ def decision_flips(logits: np.ndarray, members: Sequence[int], policy: Policy, t
     if swapped == list(members):
         return None
     z = np.asarray(logits)
-    planned = simulate_cascade(z[list(members)], policy, score, tau=tau)
-    reference = simulate_cascade(z[swapped], policy, score, tau=tau)
+    planned = simulate_cascade(z[list(members)], policy, score, tau=tau, combine=combine)
+    reference = simulate_cascade(z[swapped], policy, score, tau=tau, combine=combine)
     flips = np.asarray(planned.accepted(tau) != reference.accepted(tau))
     window = planned.exit_stage > 1
     n = int(flips.size)

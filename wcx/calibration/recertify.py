@@ -104,7 +104,7 @@ def recertify_bundle(
         raise BadInputError(f"{source.name}: re-certifying the {old.task} task needs labels 'y'")
     n = int(held.logits.shape[1])
     check_size(n)
-    scores, preds = stage_outputs(held.logits, old.score)
+    scores, preds = stage_outputs(held.logits, old.score, old_policy.combine)
     outcome = simulate_from_stages(scores, preds, old_policy.policy)
     errors = target.errors(outcome.pred, held.labels)
     threshold = target.fit_threshold(outcome.score, errors, delta, grid_size)

@@ -48,7 +48,7 @@ def write_report(
     written: list[Path] = []
 
     if y is not None:
-        scores, preds = stage_outputs(logits, calibrator.score)
+        scores, preds = stage_outputs(logits, calibrator.score, calibrator.combine)
         labels = np.asarray(y)
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for name, pol in (

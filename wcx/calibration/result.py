@@ -44,6 +44,7 @@ class CalibrationSettings:
     seed: int
     fit_fraction: float
     cost: str
+    combine: str = "mean"
 
     @property
     def mode(self) -> str:
@@ -155,7 +156,8 @@ class CalibrationResult:
         """The manifest's policy section; ``WorkFailedError`` if nothing is deployable."""
         self.raise_if_failed()
         return PolicySection(policy=self.policy, score=self.settings.score, task=self.settings.task,
-                             tau=float(self.tau)).check(n_stages=self.n_members, num_classes=self.n_classes)
+                             tau=float(self.tau), combine=self.settings.combine).check(
+            n_stages=self.n_members, num_classes=self.n_classes)
 
     def calibration_section(self, provenance: Provenance) -> CalibrationSection:
         """The manifest's calibration section, recording what produced the logits.
@@ -184,6 +186,7 @@ class CalibrationResult:
         d = self.figures()
         d.update(
             target_risk=self.settings.target.alpha,
+            combine=self.settings.combine,
             tau=self.tau,
             windows=self.windows,
             thresholds=self.thresholds,

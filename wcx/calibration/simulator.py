@@ -108,10 +108,11 @@ def simulate_from_stages(
 
 
 def simulate_cascade(
-    logits: np.ndarray, policy: Policy, score: str | Score = "msp", tau: float | None = None
+    logits: np.ndarray, policy: Policy, score: str | Score = "msp", tau: float | None = None, combine: str = "mean"
 ) -> CascadeOutcome:
     """Simulate a cascade on cached logits ``(M, N, K)`` (any M >= 1; M >= 2 for window and
-    threshold policies). See :class:`CascadeOutcome` for what it returns.
+    threshold policies). See :class:`CascadeOutcome` for what it returns. ``combine``: how a stage's
+    output comes from its members (:data:`wcx.core.scores.COMBINES`).
 
     >>> from wcx.core.policy import WindowPolicy
     >>> z = np.zeros((2, 3, 2)); z[:, 0, 0] = 5.0; z[1, 1, 1] = 3.0
@@ -119,5 +120,5 @@ def simulate_cascade(
     >>> out.exit_stage.tolist(), out.pass_fraction.tolist(), out.accept.tolist()
     ([1, 2, 2], [1.0, 0.6666666666666666], [True, False, False])
     """
-    scores, preds = stage_outputs(logits, score)
+    scores, preds = stage_outputs(logits, score, combine)
     return simulate_from_stages(scores, preds, policy, tau)

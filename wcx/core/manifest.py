@@ -67,6 +67,8 @@ mean/std): each makes its own input from the same raw frame.
 window). ``tau`` null means "accept every input". Checked on load: the kind, task and score
 exist, one window/threshold per non-final stage, no NaN, and every finite bound and ``tau`` lie
 in the score's range (``msp`` in ``[1/K, 1]``, ``neg_entropy`` in ``[-log K, 0]``).
+``"combine": "last"`` (present only then) makes every stage keep its own member's output instead
+of the mean over the members so far (:data:`wcx.core.scores.COMBINES`).
 
 **Calibration**: what was fitted and measured (see :class:`CalibrationSection`), with the
 :class:`~wcx.core.provenance.Provenance` of the logits it was fitted on.
@@ -76,8 +78,9 @@ in the score's range (``msp`` in ``[1/K, 1]``, ``neg_entropy`` in ``[-log K, 0]`
 **Version 1** manifests (wcx 0.1) are migrated on read (:func:`migrate_v1`): member input fields
 are gathered into the input section, an inverted window ``(1.0, 0.0)`` becomes ``[]``, the
 export record moves from ``provenance`` to ``export``, and the calibration's ``backend`` and
-``precision`` become a provenance record whose other identity fields are unknown. Writing always
-writes version 2.
+``precision`` become a provenance record whose other identity fields are unknown. Writing
+writes version 2, or **version 3** when the policy section uses ``combine`` (the only difference):
+a wcx that reads only up to version 2 then refuses the bundle instead of averaging the stages.
 """
 
 from __future__ import annotations
@@ -90,12 +93,12 @@ from typing import Any, TypeVar
 
 from wcx.core.policy import Policy, policy_from_dict
 from wcx.core.provenance import Provenance
-from wcx.core.scores import get_score
+from wcx.core.scores import check_combine, get_score
 from wcx.core.tasks import get_task
 from wcx.errors import BadInputError
 
 SCHEMA_VERSION = 2
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INPUT_DTYPES: tuple[str, ...] = ("float32", "float16", "uint8")
 LAYOUTS: tuple[str, ...] = ("NCHW",)
@@ -491,6 +494,10 @@ class PolicySection:
     score: str = "msp"
     task: str | None = None
     tau: float | None = None
+    combine: str = "mean"
+
+    def __post_init__(self) -> None:
+        check_combine(self.combine)
 
     def check(self, *, n_stages: int, num_classes: int, where: str = "policy") -> PolicySection:
         """Validate against a cascade of ``n_stages`` members and ``num_classes`` classes."""
@@ -511,6 +518,8 @@ class PolicySection:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.policy.kind, "task": self.task, "score": self.score}
+        if self.combine != "mean":  # written only when used: a version-3 manifest (module docstring)
+            d["combine"] = self.combine
         d.update({k: v for k, v in self.policy.to_dict().items() if k != "kind"})
         d["tau"] = self.tau
         return d
@@ -525,13 +534,18 @@ class PolicySection:
             raise BadInputError(f"{where}: {exc}") from None
         score = _get(d, "score", str, where, optional=True, default="msp")
         get_score(score)
+        combine = _get(d, "combine", str, where, optional=True, default="mean")
+        try:
+            check_combine(combine)
+        except BadInputError as exc:
+            raise BadInputError(f"{where}: {exc}") from None
         task = _get(d, "task", str, where, optional=True)
         tau = d.get("tau")
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))):
             raise BadInputError(f"{where}: tau must be a number or null, got {tau!r}")
         if tau is not None and not math.isfinite(tau):
             raise BadInputError(f"{where}: tau must be finite, got {tau!r}")
-        return cls(policy=policy, score=score, task=task, tau=None if tau is None else float(tau))
+        return cls(policy=policy, score=score, task=task, tau=None if tau is None else float(tau), combine=combine)
 
 
 def _count(d: Mapping[str, Any], key: str, where: str, *, most: int) -> int:
@@ -1014,8 +1028,11 @@ class Manifest:
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        # version 3 only where a version-3 field is used, so older wcx still read everything else
+        # and refuse (rather than misread) a cascade whose stages keep their own member's output
+        uses_v3 = self.policy is not None and self.policy.combine != "mean"
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": 3 if uses_v3 else SCHEMA_VERSION,
             "created": self.created,
             "export": dict(self.export),
             "members": [m.to_dict() for m in self.members],

@@ -3,7 +3,10 @@
 Conventions:
 
 * The stage-m ensemble averages *probabilities*: ``P_m = mean_{i<=m} softmax(z_i)``; its
-  prediction is ``argmax_k P_m[k]`` (the first index on ties).
+  prediction is ``argmax_k P_m[k]`` (the first index on ties). That is the ``mean`` *combine*;
+  with ``last`` a stage's output is its own member's alone (``P_m = softmax(z_m)``, and a score's
+  per-member statistic is member m's): a confidence cascade of different models (Lebovitz et al.,
+  TMLR 2023), for pools whose later members are much stronger than the first.
 * Every score is oriented so that **higher = more confident**.
 * A score is three things (a :class:`Score`): an optional *per-member statistic* (a number per
   input computed from one member's logits), its *running combination* (the mean over the members
@@ -41,6 +44,17 @@ from wcx.errors import BadInputError
 
 #: default score per task (method.md section 2)
 DEFAULT_SCORE: dict[str, str] = {"selective": "msp", "ood": "neg_energy"}
+
+#: how stage m's probabilities come from the members run so far: ``mean`` of members 1..m (the
+#: stage-m ensemble, the default) or the ``last`` member's own (module docstring)
+COMBINES: tuple[str, ...] = ("mean", "last")
+
+
+def check_combine(combine: str) -> str:
+    """``combine`` if it is one of :data:`COMBINES`, else ``BadInputError`` listing them."""
+    if combine not in COMBINES:
+        raise BadInputError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}")
+    return combine
 
 
 class MemberStatistics(NamedTuple):
@@ -207,8 +221,9 @@ class ScoreState:
     """Running sums of one batch of ``n`` inputs over the members run so far.
 
     Keeps ``sum_probs`` (n, K) and, for a score with a per-member statistic, ``sum_statistic``
-    (n,). After stage m a row's score comes from its sums divided by m, so adding a member to a
-    subset of rows costs O(rows x K) and no stage is recomputed. ``dtype`` is the sums' dtype:
+    (n,) or (n, K). After stage m a row's score comes from its sums divided by m, so adding a
+    member to a subset of rows costs O(rows x K) and no stage is recomputed. With ``combine``
+    ``last`` a member replaces the sums of its rows instead (divided by 1). ``dtype`` is the sums' dtype:
     float64 by default (numpy), float32 on CUDA (method.md: float32 or better even when the
     members run in FP16). ``like`` places torch sums on that tensor's device.
 
@@ -222,9 +237,10 @@ class ScoreState:
 
     def __init__(
         self, score: str | Score, n: int, k: int, *, ops: ArrayOps | None = None, dtype: Any = None,
-        like: Array | None = None,
+        like: Array | None = None, combine: str = "mean",
     ) -> None:
         self.score_fn = get_score(score)
+        self.combine = check_combine(combine)
         self.ops = ops or (ops_for(like) if like is not None else numpy_ops())
         self.dtype = dtype if dtype is not None else self.ops.float64()
         self.sum_probs = self.ops.zeros((n, k), self.dtype, like)
@@ -235,18 +251,28 @@ class ScoreState:
         """Add one member's ``logits`` (len(rows), K) to the sums of ``rows`` (None: every row)."""
         z = self.ops.astype(logits, self.dtype)
         stats = member_statistics(z, self.ops)
+        if self.combine == "last":  # this member's output replaces the earlier ones'
+            self.ops.fill(self.sum_probs, rows, 0.0)
+            if self.sum_statistic is not None:
+                self.ops.fill(self.sum_statistic, rows, 0.0)
         self.ops.add_to(self.sum_probs, rows, stats.probs)
         if self.sum_statistic is not None:
             self.ops.add_to(self.sum_statistic, rows, self.score_fn.member_statistic(stats))
 
+    def count(self, stage: Any) -> Any:
+        """How many members the sums of a row at ``stage`` (int or array) hold."""
+        return stage if self.combine == "mean" else 1
+
     def mean_probs(self, rows: Array | None, stage: int) -> Array:
-        """``P_stage`` of ``rows``: the mean probabilities after ``stage`` members."""
-        return self.ops.take(self.sum_probs, rows) / stage
+        """``P_stage`` of ``rows``: the mean probabilities after ``stage`` members (``last``:
+        the stage's own member's)."""
+        return self.ops.take(self.sum_probs, rows) / self.count(stage)
 
     def score(self, rows: Array | None, stage: int) -> tuple[Array, Array]:
         """Stage-``stage`` scores (the sums' dtype) and predictions (int64) of ``rows``."""
         p = self.mean_probs(rows, stage)
-        stat = None if self.sum_statistic is None else self.ops.take(self.sum_statistic, rows) / stage
+        stat = (None if self.sum_statistic is None
+                else self.ops.take(self.sum_statistic, rows) / self.count(stage))
         return self.score_fn.final(p, stat, self.ops), self.ops.argmax(p, -1)
 
 
@@ -259,9 +285,10 @@ def _as_logits(logits: Array) -> np.ndarray:
     return arr
 
 
-def stage_outputs(logits: Array, score: str | Score = "msp") -> tuple[np.ndarray, np.ndarray]:
-    """Scores ``(M, N)`` float64 and predictions ``(M, N)`` int64 of every stage-m ensemble, for
-    cached logits ``(M, N, K)`` (row m-1 is stage m). The same running state as the runtime.
+def stage_outputs(logits: Array, score: str | Score = "msp", combine: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(M, N)`` float64 and predictions ``(M, N)`` int64 of every stage-m ensemble (or,
+    ``combine`` ``last``, of every member alone), for cached logits ``(M, N, K)`` (row m-1 is
+    stage m). The same running state as the runtime.
 
     >>> z = np.array([[[0.0, 0.0]], [[0.0, np.log(3.0)]]])
     >>> s, p = stage_outputs(z, "msp")
@@ -271,7 +298,7 @@ def stage_outputs(logits: Array, score: str | Score = "msp") -> tuple[np.ndarray
     score_fn = get_score(score)
     z = _as_logits(logits)
     m_total, n, k = z.shape
-    state = ScoreState(score_fn, n, k)
+    state = ScoreState(score_fn, n, k, combine=combine)
     scores = np.empty((m_total, n), dtype=np.float64)
     preds = np.empty((m_total, n), dtype=np.int64)
     for m in range(m_total):
@@ -280,13 +307,14 @@ def stage_outputs(logits: Array, score: str | Score = "msp") -> tuple[np.ndarray
     return scores, preds
 
 
-def stage_scores(logits: Array, score: str | Score = "msp") -> np.ndarray:
+def stage_scores(logits: Array, score: str | Score = "msp", combine: str = "mean") -> np.ndarray:
     """Scores ``(M, N)`` float64 of every stage-m ensemble (row m-1 is stage m)."""
-    return stage_outputs(logits, score)[0]
+    return stage_outputs(logits, score, combine)[0]
 
 
-def stage_probs(logits: Array) -> np.ndarray:
-    """Mean probabilities ``P_m`` ``(M, N, K)`` float64 of every stage-m ensemble.
+def stage_probs(logits: Array, combine: str = "mean") -> np.ndarray:
+    """Mean probabilities ``P_m`` ``(M, N, K)`` float64 of every stage-m ensemble (``last``:
+    each member's own).
 
     >>> z = np.array([[[0.0, 0.0]], [[0.0, np.log(3.0)]]])
     >>> np.round(stage_probs(z)[:, 0], 6).tolist()
@@ -294,5 +322,7 @@ def stage_probs(logits: Array) -> np.ndarray:
     """
     z = _as_logits(logits)
     probs = member_statistics(z, numpy_ops()).probs
+    if check_combine(combine) == "last":
+        return np.asarray(probs)
     counts = np.arange(1, z.shape[0] + 1, dtype=np.float64)[:, None, None]
     return np.cumsum(probs, axis=0) / counts

@@ -154,7 +154,8 @@ class Cascade:
             #: rows per executor run (see the module docstring, "Memory")
             self.block_rows = min([BLOCK_ROWS, *limits])
             self.executor = Executor(self.runners, policy=self.section.policy, preprocess=Preprocessor(self.input),
-                                     num_classes=self.num_classes, score=self.section.score, tau=self.section.tau)
+                                     num_classes=self.num_classes, score=self.section.score, tau=self.section.tau,
+                                     combine=self.section.combine)
             self.provenance = provenance or provenance_of(self.runners, backend)
             #: whether the members take raw frames (they resize or crop): see "Frames"
             self.takes_frames = any(r.member.input.prepares_frames for r in self.runners)

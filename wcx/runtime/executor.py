@@ -45,7 +45,7 @@ from wcx.core.arrays import Array
 from wcx.core.frames import frames_to_input
 from wcx.core.policy import Policy
 from wcx.core.preprocess import Preprocessor, section_key
-from wcx.core.scores import ScoreState, get_score
+from wcx.core.scores import ScoreState, check_combine, get_score
 from wcx.errors import BadInputError
 from wcx.runtime.device import Count, ExecutionDevice, device_for
 from wcx.runtime.runner import LOGITS, Runner
@@ -173,6 +173,7 @@ class Executor:
         num_classes: int,
         score: str = "msp",
         tau: float | None = None,
+        combine: str = "mean",
     ) -> None:
         if not runners:
             raise BadInputError("a cascade needs at least one member")
@@ -182,6 +183,7 @@ class Executor:
         self.preprocess = preprocess
         self.num_classes = int(num_classes)
         self.score = get_score(score)
+        self.combine = check_combine(combine)
         self.tau = None if tau is None else float(tau)
         places = {(r.array_library, r.device) for r in self.runners}
         if len(places) > 1:
@@ -242,7 +244,7 @@ class Executor:
                 job.xp = self._frame_input(job, 0, None)
             like = job.xp if dev.ops.name == "torch" else None
             job.state = ScoreState(self.score, job.n, self.num_classes, ops=dev.ops, dtype=dev.state_dtype,
-                                   like=like)
+                                   like=like, combine=self.combine)
             job.score = dev.empty(job.n, dev.state_dtype)
             job.pred = dev.empty(job.n, dev.int64())
             job.exit_stage = dev.ones(job.n, dev.int64())
@@ -264,7 +266,8 @@ class Executor:
             outs = [job.pred, job.score, job.exit_stage, job.first_score]
             if job.return_probs:
                 assert job.state is not None
-                outs.append(job.state.sum_probs / dev.ops.astype(job.exit_stage, job.state.dtype)[:, None])
+                count = job.state.count(dev.ops.astype(job.exit_stage, job.state.dtype))
+                outs.append(job.state.sum_probs / (count[:, None] if job.state.combine == "mean" else count))
             host = dev.to_host(outs, job.slot)
         total = time.perf_counter() - job.t0
         pred, score, exit_stage = host[0].astype(np.int64), host[1].astype(np.float64), host[2].astype(np.int64)

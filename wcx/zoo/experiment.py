@@ -275,7 +275,7 @@ def evaluate_selective(
     cal = make_calibrator(config, risk=risk, delta=delta)
     cal.fit(fit_logits, fit_y, member_costs=list(macs), member_macs=list(macs))
     ev = cal.evaluate(test_logits, test_y)
-    scores, preds = stage_outputs(test_logits, cal.score)
+    scores, preds = stage_outputs(test_logits, cal.score, cal.combine)
     out = simulate_from_stages(scores, preds, cal.policy_)
     errors = out.pred != np.asarray(test_y)
     return {
@@ -330,8 +330,8 @@ def evaluate_ood(
     cal = make_calibrator(config, task="ood", tpr=tpr)
     cal.fit(fit_logits, None, member_costs=list(macs), member_macs=list(macs))
     ev = cal.evaluate(test_logits, ood_logits=ood_logits)
-    s_in, p_in = stage_outputs(test_logits, cal.score)
-    s_out, p_out = stage_outputs(ood_logits, cal.score)
+    s_in, p_in = stage_outputs(test_logits, cal.score, cal.combine)
+    s_out, p_out = stage_outputs(ood_logits, cal.score, cal.combine)
     o_in = simulate_from_stages(s_in, p_in, cal.policy_)
     o_out = simulate_from_stages(s_out, p_out, cal.policy_)
     return {
