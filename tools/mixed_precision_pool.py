@@ -20,7 +20,6 @@ faster INT8 copy gets preferred.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from machine_facts import machine
+from result_files import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,19 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the export's samples and the plan's split")
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
-    from wcx.atomic import write_text_atomic
 
     t0 = time.perf_counter()
     result = run(args.members.split(","), args.max_cost, args.seed)
     result.update(command=" ".join(["python tools/mixed_precision_pool.py", *(argv if argv is not None
                                                                               else sys.argv[1:])]),
                   machine=machine(), seconds=time.perf_counter() - t0, load_after=list(os.getloadavg()))
-    text = markdown(result)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        write_text_atomic(args.out.with_suffix(".md"), text)
+    write_result(args.out, result, markdown(result))
     return 0
 
 

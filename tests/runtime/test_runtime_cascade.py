@@ -187,6 +187,16 @@ def test_prediction_metrics() -> None:
     assert prediction_metrics(out, np.array([0, 0, 1, 1]))["risk"] is None
 
 
+def member_logits(bundle: Bundle, x: np.ndarray) -> np.ndarray:
+    """Every member's logits (M, N, K) on ``x``, each member run alone on ONNX Runtime."""
+    xp = Preprocessor(bundle.input)(x)
+    logits = []
+    for i in range(len(bundle.members)):
+        with OnnxRuntimeRunner(bundle, i) as r:
+            logits.append(r.infer({"input": xp})[LOGITS])
+    return np.stack(logits)
+
+
 @pytest.mark.parametrize("combine", ["mean", "last"])
 @pytest.mark.parametrize("score", ["msp", "neg_entropy", "neg_energy", "max_logit"])
 @pytest.mark.parametrize("kind", ["window", "threshold"])
@@ -195,12 +205,7 @@ def test_decisions_equal_the_calibration_simulator(mlp_bundle3: Bundle, tmp_path
     """Same exit stages, predictions, accepts and probabilities as simulate_cascade on the same
     logits (rows within 1e-9 of a boundary are exact score ties and are left out)."""
     x = np.random.default_rng(21).random((500, 1, 8, 8), dtype=np.float32)
-    xp = Preprocessor(mlp_bundle3.input)(x)
-    logits = []
-    for i in range(3):
-        with OnnxRuntimeRunner(mlp_bundle3, i) as r:
-            logits.append(r.infer({"input": xp})[LOGITS])
-    z = np.stack(logits)
+    z = member_logits(mlp_bundle3, x)
     stage_s = stage_scores(z, score, combine)
     # windows and tau from the stage-score quantiles, so every stage is exercised
     q = [np.quantile(stage_s[m], [0.3, 0.8]) for m in range(2)]
@@ -239,12 +244,7 @@ def test_agreement_deferral_equals_the_calibration_simulator(mlp_bundle3: Bundle
     (its agreement is always 1), stage 2 passes on where the two members disagree; agreement
     values are exact fractions, so every row must match, ties included."""
     x = np.random.default_rng(22).random((400, 1, 8, 8), dtype=np.float32)
-    xp = Preprocessor(mlp_bundle3.input)(x)
-    logits = []
-    for i in range(3):
-        with OnnxRuntimeRunner(mlp_bundle3, i) as r:
-            logits.append(r.infer({"input": xp})[LOGITS])
-    z = np.stack(logits)
+    z = member_logits(mlp_bundle3, x)
     policy = {"kind": "window", "score": "agreement", "task": "selective", "windows": [[None, None], [0.0, 0.5]],
               "tau": 2 / 3}
     b = with_policy(mlp_bundle3, tmp_path / "b", policy=policy)
