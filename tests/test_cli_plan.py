@@ -46,6 +46,14 @@ def test_plan_writes_a_certified_bundle_the_runtime_loads(pool: Path, tmp_path: 
     x = np.load(split_path("test"))["x"][:64]
     with Cascade.load(out, strict=True) as cascade:  # the provenance it records is what it runs
         assert cascade(x).pred.shape == (64,)
+    # a planned bundle can be monitored: reference rates on the certify part, cuts from the fit part
+    from wcx.runtime.monitor import Monitor
+
+    ref = bundle.calibration.reference
+    assert ref is not None and ref.independent and ref.n == r["n_certify"]
+    assert [c / ref.n for c in ref.pass_count] == pytest.approx(r["plan"]["pass_fraction"])
+    assert ref.accept_count / ref.n == pytest.approx(r["plan"]["coverage"])
+    assert Monitor.for_bundle(out).statistics
 
 
 def test_a_plan_of_own_outputs_is_written_and_run_as_planned(pool: Path, tmp_path: Path) -> None:

@@ -24,13 +24,16 @@ import numpy as np
 from wcx.atomic import atomic_write
 from wcx.bundle import Bundle, select_members
 from wcx.calibration.held_out import HeldOutData, ProgressFn, latency_costs, run_members
-from wcx.calibration.pareto_testing import SELECTION_METHODS
+from wcx.calibration.pareto_testing import SELECTION_METHODS, fit_certify_split
 from wcx.calibration.planner import DEFAULT_CANDIDATES, Plan, check_objective, plan_cascade
 from wcx.calibration.precision_flips import decision_flips, model_groups, reference_twins
+from wcx.calibration.reference import measure_reference
 from wcx.calibration.result import CalibrationResult, CalibrationSettings
+from wcx.calibration.simulator import simulate_from_stages
 from wcx.calibration.targets import SelectiveRisk
+from wcx.core.manifest import ReferenceRates
 from wcx.core.provenance import Provenance
-from wcx.core.scores import COMBINES, check_combine
+from wcx.core.scores import COMBINES, check_combine, stage_outputs
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.json_values import json_safe
 
@@ -53,9 +56,12 @@ class BundlePlan:
 
 
 def plan_result(plan: Plan, macs: Sequence[float], costs: Sequence[float], cost: str,
-                n_classes: int) -> CalibrationResult:
+                n_classes: int, logits: np.ndarray | None = None) -> CalibrationResult:
     """The chosen cascade as a :class:`CalibrationResult` (guaranteed mode, figures on the
-    certify part), from which the manifest sections come."""
+    certify part), from which the manifest sections come. With the pool's held-out ``logits``
+    (those it was planned on) it carries the reference rates a drift monitor needs, measured on
+    the certify part, the stage-1 score cuts taken on the fit part (which chose the members and
+    windows), as ``wcx calibrate`` does."""
     pick = plan.plan
     if pick is None:
         raise WorkFailedError("no cascade was certified; nothing to write")
@@ -73,7 +79,19 @@ def plan_result(plan: Plan, macs: Sequence[float], costs: Sequence[float], cost:
         pass_fraction=pick.pass_fraction, member_costs=member_costs, member_macs=member_macs,
         expected_cost=float(np.dot(pf, member_costs)), expected_macs=float(np.dot(pf, member_macs)),
         n_fit=plan.n_fit, n_certify=plan.n_certify, baselines={},
+        reference=None if logits is None else _reference(plan, np.asarray(logits)),
     )
+
+
+def _reference(plan: Plan, logits: np.ndarray) -> ReferenceRates | None:
+    pick = plan.plan
+    assert pick is not None and pick.threshold.tau is not None
+    fit_idx, cert_idx = fit_certify_split(logits.shape[1], plan.fit_fraction, plan.seed)
+    z = logits[list(pick.cascade.members)]
+    scores, preds = stage_outputs(z, plan.score, pick.cascade.combine)
+    outcome = simulate_from_stages(scores[:, cert_idx], preds[:, cert_idx], pick.cascade.policy)
+    return measure_reference(outcome, pick.threshold.tau, scores[0, fit_idx], first_scores=scores[0, cert_idx],
+                             independent=True)
 
 
 def plan_bundle(
@@ -162,7 +180,7 @@ def plan_bundle(
     if plan.plan is None:
         report["reason"] = _no_plan_reason(plan)
     else:
-        result = plan_result(plan, macs, costs, cost, pool.num_classes)
+        result = plan_result(plan, macs, costs, cost, pool.num_classes, logits=held.logits)
         idx = list(plan.plan.cascade.members)
         provenance = Provenance(held.provenance.backend, tuple(held.provenance.members[i] for i in idx),
                                 dict(held.provenance.info))
