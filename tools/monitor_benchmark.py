@@ -69,6 +69,8 @@ from wcx.zoo.experiment import load_split, member_logits  # noqa: E402
 MEMBERS = ["b3_s0", "b3_s1"]
 RISK, DELTA = 0.05, 0.1
 MIXES = (0.10, 0.25, 0.50)
+#: the single look of the fixed-horizon comparison: the target asks for an alarm within this many inputs
+ORACLE_INPUTS = 2000
 SEVERITIES = {
     "noise": (0.04, 0.08, 0.16),  # Gaussian noise, standard deviation on the [0, 1] scale
     "blur": (0.6, 1.0, 1.5),  # Gaussian blur, standard deviation in pixels
@@ -132,13 +134,21 @@ def draw_stream(pools: list[tuple[Pool, float]], length: int, rng: np.random.Gen
 
 def run_stream(monitor: Monitor, stream: tuple[np.ndarray, np.ndarray, np.ndarray], msp1: np.ndarray,
                ref_msp1: np.ndarray, *, batch: int, alpha: float) -> dict[str, Any]:
-    """First alarm of the monitor and of both KS variants (inputs seen, or None)."""
+    """First alarm of the monitor and of both KS variants (inputs seen, or None), and whether a
+    single look at ORACLE_INPUTS inputs with the whole ``alpha`` on one statistic rejects (KS on
+    the stage-1 scores; Fisher's exact test of the stage-2 pass fraction against the reference)."""
     exit_stage, score, accept = stream
     monitor.reset()
     n = len(score)
+    ref = monitor.reference
+    at = min(n, ORACLE_INPUTS)
+    oracle_ks = bool(stats.ks_2samp(msp1[:at], ref_msp1, method="asymp").pvalue < alpha)
+    passed = int(np.count_nonzero(exit_stage[:at] >= 2))
+    oracle_pass = bool(fisher_log_p(np.array([ref.pass_count[1]]), ref.n, np.array([passed]), at)[0]
+                       < math.log(alpha))
     looks = math.ceil(n / batch)
     found: dict[str, Any] = {"monitor": None, "monitor_statistic": None, "ks_per_look": None, "ks_bonferroni": None,
-                             "ks_spending": None}
+                             "ks_spending": None, "oracle_ks": oracle_ks, "oracle_pass": oracle_pass}
     ks_keys = ("ks_per_look", "ks_bonferroni", "ks_spending")
     zeros = np.zeros(batch, np.int64)
     for start in range(0, n, batch):
@@ -302,6 +312,9 @@ def main() -> None:
             "ks_bonferroni": delays([r["ks_bonferroni"] for r in runs], args.length),
             "ks_per_look": delays([r["ks_per_look"] for r in runs], args.length),
             "ks_spending": delays([r["ks_spending"] for r in runs], args.length),
+            "oracle_at": ORACLE_INPUTS,
+            "oracle_ks": float(np.mean([r["oracle_ks"] for r in runs])),
+            "oracle_pass": float(np.mean([r["oracle_pass"] for r in runs])),
             "first_statistic": max({r["monitor_statistic"] for r in runs} - {None},
                                    key=[r["monitor_statistic"] for r in runs].count, default=None),
         }
@@ -410,6 +423,24 @@ def render(r: dict[str, Any]) -> str:
             f"{_pct(m['within_2000'])} | {ku['median']} / {ku['p90']} | {k['median']} / {k['p90']} | "
             f"{_pct(k['within_2000'])} | {kl['median']} / {kl['p90']} | {sooner['ks_spending']} / "
             f"{sooner['ks_bonferroni']} | {row['first_statistic'] or '-'} | {target} |")
+    if all("oracle_ks" in row for row in r["shifts"]):
+        at = r["shifts"][0]["oracle_at"]
+        lines += [
+            "",
+            f"**What one look at {at:,} inputs can see.** The share of the same streams in which a single test at "
+            f"exactly {at:,} inputs, spending the whole alpha ({s['alpha']}) on one statistic, rejects: KS on the "
+            "stage-1 scores, or Fisher's exact test of the stage-2 pass fraction against the reference. Such a test "
+            "looks once, at the target's deadline, with nothing split across statistics or looks, so a monitor valid "
+            "over an unbounded stream that watches several statistics should not be expected to do better; where "
+            "both stay below 90%, the 90%-within-2,000 target is out of reach for this shift at this alpha with a "
+            f"reference of {r['calibration']['reference']['n']:,} inputs.",
+            "",
+            "| shift | in scope | KS, one look | pass fraction, one look | monitor <= 2000 |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for row in r["shifts"]:
+            lines.append(f"| {row['shift']} | {'yes' if row['in_target_scope'] else 'no'} | {_pct(row['oracle_ks'])} | "
+                         f"{_pct(row['oracle_pass'])} | {_pct(row['monitor']['within_2000'])} |")
     o = r["overhead"]
     lines += [
         "",

@@ -54,7 +54,7 @@ _FLAGS = {
     "resize": "--resize", "crop": "--crop", "interpolation": "--interpolation",
     "max_queue_delay_us": "--max-queue-delay-us", "input_dtype": "--input-dtype", "instances": "--instances",
     "members": "--members", "max_cost": "--max-cost", "max_stages": "--max-stages", "match": "--match",
-    "selection": "--selection", "alpha": "--alpha", "combine": "--combine",
+    "selection": "--selection", "alpha": "--alpha", "combine": "--combine", "horizon": "--horizon",
 }
 #: errno values of an OSError that mean a bad path was given (exit 2); the others are a failed
 #: write or read of a valid path (exit 1)
@@ -1023,6 +1023,9 @@ def monitor_command(
                                             "first call end after 64, 81, 102, 128, ... inputs).")] = 64,
     alpha: Annotated[float, typer.Option("--alpha", help="Probability that a stream drawn like the calibration "
                                          "data ever raises a drift alarm, however long.")] = 0.01,
+    horizon: Annotated[int, typer.Option("--horizon", help="Inputs within which an alarm is wanted: the exact "
+                                         "tests spend half their budget evenly up to it, half after (a resumed "
+                                         "--state keeps its own).")] = 2048,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     strict: StrictOpt = False,
@@ -1038,7 +1041,7 @@ def monitor_command(
 
     check_outputs(json_out, state)
     report = monitor_file(bundle, data, batch_size=batch_size, alpha=alpha, backend=backend, threads=threads,
-                          strict=strict, state=state)
+                          strict=strict, state=state, horizon=horizon)
     if json_out:
         write_json(json_out, report)
     _print_monitor(report, title=f"wcx monitor  {bundle}  ({report['backend']}/{report['precision']})")

@@ -104,7 +104,17 @@ def test_fisher_p_value_matches_scipy(k: int, n: int, s: int, t: int) -> None:
     assert got == pytest.approx(min(1.0, 2 * min(expected)), rel=1e-9)
 
 
-def test_exact_looks_keep_false_alarms_below_alpha_over_a_long_stream() -> None:
+@pytest.mark.parametrize("horizon", [None, 64, 2048, 10_000])
+def test_look_shares_sum_to_at_most_alpha(horizon: int | None) -> None:
+    shares = np.array([look_alpha(j, 1.0, horizon) for j in range(100_000)])
+    assert np.all(shares > 0) and 0.999 < shares.sum() <= 1.0
+    if horizon is not None:  # half of it evenly over the looks due by the horizon
+        last = look_index(horizon)
+        assert shares[: last + 1] == pytest.approx(0.5 / (last + 1)) and look_input(last) <= horizon
+
+
+@pytest.mark.parametrize("horizon", [None, 2048])
+def test_exact_looks_keep_false_alarms_below_alpha_over_a_long_stream(horizon: int | None) -> None:
     """Reference and stream drawn with one rate: the share of streams ever alarming at a look
     stays within alpha (a test at alpha per look would exceed it many times over)."""
     rng = np.random.default_rng(0)
@@ -121,7 +131,7 @@ def test_exact_looks_keep_false_alarms_below_alpha_over_a_long_stream() -> None:
             continue
         done = j
         log_p = fisher_log_p(k_ref, n_ref, s, t)
-        spent |= log_p <= math.log(look_alpha(j, alpha))
+        spent |= log_p <= math.log(look_alpha(j, alpha, horizon))
         naive |= log_p <= math.log(alpha)
     assert spent.mean() <= alpha
     assert naive.mean() > 2 * alpha

@@ -136,10 +136,23 @@ def test_saved_and_resumed_state_continues_exactly(reference: ReferenceRates, tm
         resumed.observe(out)
     assert resumed.status() == whole.status()
     assert resumed.state_dict() == whole.state_dict()
+    assert state["horizon"] == whole.horizon == 2048
     state["version"] = 99
     (tmp_path / "bad.json").write_text(json.dumps(state))
     with pytest.raises(BadInputError, match="version 99"):
         Monitor.load(tmp_path / "bad.json")
+    # a version-2 state spent its budget without a horizon: it resumes that way
+    state["version"] = 2
+    del state["horizon"]
+    (tmp_path / "v2.json").write_text(json.dumps(state))
+    assert Monitor.load(tmp_path / "v2.json").horizon is None
+
+
+def test_the_horizon_is_checked(reference: ReferenceRates) -> None:
+    for bad in (10, 2048.5, True):
+        with pytest.raises(BadInputError, match="horizon"):
+            Monitor(reference, horizon=bad)  # type: ignore[arg-type]
+    assert Monitor(reference, horizon=None).horizon is None
 
 
 def test_observing_from_several_threads_counts_every_row(reference: ReferenceRates) -> None:
@@ -270,9 +283,9 @@ def test_a_version1_state_resumes_with_the_next_look_due(reference: ReferenceRat
     monitor = Monitor(reference)
     _feed(monitor, np.random.default_rng(4), 640)
     state = monitor.state_dict()
-    assert state["version"] == MONITOR_VERSION == 2 and state["next_look"] == 10  # looks 0..9 due by 640
+    assert state["version"] == MONITOR_VERSION == 3 and state["next_look"] == 10  # looks 0..9 due by 640
     del state["next_look"]
     old = Monitor.from_state({**state, "version": 1})
-    assert old.n_seen == 640 and old.state_dict()["next_look"] == 10
-    with pytest.raises(BadInputError, match="version 3"):
-        Monitor.from_state({**state, "version": 3})
+    assert old.n_seen == 640 and old.state_dict()["next_look"] == 10 and old.horizon is None
+    with pytest.raises(BadInputError, match="version 4"):
+        Monitor.from_state({**state, "version": 4})

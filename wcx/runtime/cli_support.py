@@ -14,7 +14,7 @@ from wcx.data import ImageFolder, stack_rows
 from wcx.errors import BadInputError
 from wcx.runtime.bundle_data import open_data_for
 from wcx.runtime.cascade import Cascade, CascadeOutput, prediction_metrics
-from wcx.runtime.monitor import Monitor
+from wcx.runtime.monitor import DEFAULT_HORIZON, Monitor
 
 
 def run_on_file(
@@ -114,12 +114,14 @@ def monitor_file(
     threads: int | None = None,
     strict: bool = False,
     state: str | Path | None = None,
+    horizon: int | None = DEFAULT_HORIZON,
 ) -> dict[str, Any]:
     """Replay ``data`` (an ``.npz``, IDX images file or image folder) through ``bundle``'s
     cascade as a stream of ``batch_size`` rows, in order, watched by the calibration's drift
     :class:`~wcx.runtime.monitor.Monitor` at false-alarm level ``alpha``. Labels in the data are
     given to the monitor after each batch (the selective-risk alarm). ``state``: a monitor state
-    file to resume from when it exists (with its own alpha), and to save to at the end (atomically).
+    file to resume from when it exists (with its own alpha and horizon), and to save to at the end
+    (atomically). ``horizon``: see :class:`~wcx.runtime.monitor.Monitor`.
 
     Returns the monitor's status (``n_seen``, ``alarmed``, ``alarms``, every statistic) plus
     ``backend``, ``precision``, ``first_alarm_at`` (inputs seen at the first alarm, or None)."""
@@ -127,7 +129,8 @@ def monitor_file(
         raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
     b = Bundle.load(bundle)
     resume = state is not None and Path(state).exists()
-    watch = Monitor.load(state) if resume and state is not None else Monitor.for_bundle(b, alpha=alpha)
+    watch = Monitor.load(state) if resume and state is not None else Monitor.for_bundle(b, alpha=alpha,
+                                                                                          horizon=horizon)
     source = open_data_for(b, data)
     labels = source.y if watch.risk_target is not None else None
     start = watch.n_seen  # ids continue across resumed runs

@@ -24,9 +24,9 @@ accepted, ...). The monitor compares a deployment's rate with a *reference* rate
 A rate whose reference count is exactly binomial (measured on inputs nothing was chosen on) is
 tested more sharply, as a two-sample problem: at look ``j`` (after about ``64 * 2^(j/3)``
 inputs, :func:`look_index`) Fisher's conditional test of "stream and reference share one rate"
-at level ``alpha / ((j + 1)(j + 2))`` (:func:`fisher_log_p`). Given the total count the stream's
-count is hypergeometric whatever the rate, so each look is exact, and the levels sum to
-``alpha`` over an unbounded stream (a union bound over the looks).
+at level :func:`look_alpha` (:func:`fisher_log_p`). Given the total count the stream's count is
+hypergeometric whatever the rate, so each look is exact, and the levels sum to ``alpha`` over an
+unbounded stream (a union bound over the looks).
 
 Since ``log M_t(p)`` is ``const - S log p - (t - S) log(1 - p)``, convex in ``p``, the sequence
 is an interval around ``S / t``, and it misses a whole reference interval ``[lo, hi]`` exactly
@@ -167,10 +167,21 @@ def look_index(trials: int) -> int:
     return j
 
 
-def look_alpha(j: int, alpha: float | np.ndarray) -> float | np.ndarray:
-    """Look ``j``'s share ``alpha / ((j + 1) (j + 2))`` of ``alpha``: the shares sum to ``alpha``
-    over an unbounded stream."""
-    return alpha / ((j + 1.0) * (j + 2.0))
+def look_alpha(j: int, alpha: float | np.ndarray, horizon: int | None = None) -> float | np.ndarray:
+    """Look ``j``'s share of ``alpha``; the shares sum to ``alpha`` over an unbounded stream.
+
+    Without a ``horizon``: ``alpha / ((j + 1) (j + 2))`` (half at the first look). With one (in
+    inputs): half of ``alpha`` in equal shares over the looks up to the last one due by the
+    horizon (``J + 1`` of them), the other half after it as ``alpha / (2 (j - J) (j - J + 1))``:
+    moderate shifts, which need hundreds to thousands of inputs, get more of the budget where
+    they become visible, and the stream stays covered however long it runs.
+    """
+    if horizon is None:
+        return alpha / ((j + 1.0) * (j + 2.0))
+    last = max(look_index(int(horizon)), 0)
+    if j <= last:
+        return alpha / (2.0 * (last + 1))
+    return alpha / (2.0 * (j - last) * (j - last + 1.0))
 
 
 def fisher_log_p(k_ref: np.ndarray, n_ref: int, successes: np.ndarray, trials: int) -> np.ndarray:

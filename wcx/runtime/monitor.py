@@ -27,7 +27,8 @@ Decisions (method.md section 8 gives the statistics and why they hold):
   It is split in equal parts across the families of statistics (pass fractions, acceptance
   rate, stage-1 scores) and equally within a family. A statistic whose reference count is
   exactly binomial (guaranteed mode, all but acceptance) spends its share over looks on a
-  geometric grid of inputs, each an exact two-sample (Fisher) test against the reference count;
+  geometric grid of inputs, each an exact two-sample (Fisher) test against the reference count,
+  half of it evenly over the looks up to ``horizon`` inputs (2,048 by default) and half after;
   any other's share is halved between the reference's own estimation error (a fixed-sample
   interval) and the stream (a confidence sequence). The labelled-risk alarm has its own
   ``alpha_risk`` (default ``alpha``).
@@ -65,6 +66,7 @@ from wcx.core.manifest import CalibrationSection, ReferenceRates
 from wcx.errors import BadInputError
 from wcx.runtime.drift_tests import (
     CONCENTRATIONS,
+    LOOK_START,
     clopper_pearson,
     confidence_interval,
     dkw_interval,
@@ -77,10 +79,14 @@ from wcx.runtime.drift_tests import (
 )
 from wcx.runtime.executor import CascadeOutput
 
-__all__ = ["Alarm", "Monitor", "MONITOR_FORMAT", "MONITOR_VERSION"]
+__all__ = ["Alarm", "DEFAULT_HORIZON", "Monitor", "MONITOR_FORMAT", "MONITOR_VERSION"]
 
 MONITOR_FORMAT = "wcx-monitor"
-MONITOR_VERSION = 2
+MONITOR_VERSION = 3
+
+#: the default ``horizon`` (inputs): half the exact tests' budget is spread evenly over the looks
+#: up to it (32 batches of 64), the other half over the rest of an unbounded stream
+DEFAULT_HORIZON = 2048
 
 #: batch boundaries kept for the change-point estimate; beyond it every other one is dropped
 MAX_CHECKPOINTS = 512
@@ -230,11 +236,16 @@ class Monitor:
         alpha_risk: float | None = None,
         max_pending: int = 100_000,
         concentrations: Sequence[float] = CONCENTRATIONS,
+        horizon: int | None = DEFAULT_HORIZON,
     ) -> None:
         """``reference``: the calibration's reference rates. ``alpha``: the drift alarms'
         false-alarm probability over an unbounded stream. ``risk_target``: the selective risk
         the labelled-risk alarm tests (None: no labels are matched). ``alpha_risk``: its
-        false-alarm probability (default ``alpha``). ``max_pending``: ids remembered for labels."""
+        false-alarm probability (default ``alpha``). ``max_pending``: ids remembered for labels.
+        ``horizon``: the number of inputs within which an alarm is wanted; the exact tests spend
+        half their budget evenly over the looks up to it and half after it
+        (:func:`~wcx.runtime.drift_tests.look_alpha`); None: the budget halves from look to look
+        from the first (the schedule of version-2 states)."""
         for name, value in (("alpha", alpha), ("alpha_risk", alpha if alpha_risk is None else alpha_risk)):
             if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
                 raise BadInputError(f"{name} must be in (0, 1), got {value!r}")
@@ -242,12 +253,16 @@ class Monitor:
             raise BadInputError(f"risk_target must be in (0, 1), got {risk_target!r}")
         if int(max_pending) < 0:
             raise BadInputError(f"max_pending must be >= 0, got {max_pending!r}")
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer))
+                                    or horizon < LOOK_START):
+            raise BadInputError(f"horizon must be an integer >= {LOOK_START} (inputs) or None, got {horizon!r}")
         self.reference = reference
         self.alpha = float(alpha)
         self.alpha_risk = float(alpha if alpha_risk is None else alpha_risk)
         self.risk_target = None if risk_target is None else float(risk_target)
         self.max_pending = int(max_pending)
         self.concentrations = tuple(float(c) for c in concentrations)
+        self.horizon = None if horizon is None else int(horizon)
         self.statistics = _statistics(reference, self.alpha)
         centers = [s.reference_count / reference.n for s in self.statistics]
         priors = [prior_parameters(c, self.concentrations) for c in centers]
@@ -370,7 +385,7 @@ class Monitor:
         due = self._exact & ~self._alarmed
         if due.any():
             log_p = fisher_log_p(self._counts[due], self.reference.n, self._successes[due], self.n_seen)
-            moved[due] = log_p <= np.log(look_alpha(look, self._alphas[due]))
+            moved[due] = log_p <= np.log(look_alpha(look, self._alphas[due], self.horizon))
         fired = np.flatnonzero(moved & ~self._alarmed)
         raised = [self._drift_alarm(int(j)) for j in fired]
         self._alarmed[fired] = True
@@ -466,7 +481,7 @@ class Monitor:
             if self._exact.any() and look >= 0:
                 evidence[self._exact] = -fisher_log_p(self._counts[self._exact], self.reference.n,
                                                       self._successes[self._exact], self.n_seen)
-                level[self._exact] = -np.log(look_alpha(look, self._alphas[self._exact]))
+                level[self._exact] = -np.log(look_alpha(look, self._alphas[self._exact], self.horizon))
             elif self._exact.any():
                 evidence[self._exact] = 0.0
             rows = []
@@ -500,7 +515,7 @@ class Monitor:
                 "format": MONITOR_FORMAT, "version": MONITOR_VERSION,
                 "reference": self.reference.to_dict(), "alpha": self.alpha, "alpha_risk": self.alpha_risk,
                 "risk_target": self.risk_target, "max_pending": self.max_pending,
-                "concentrations": list(self.concentrations),
+                "concentrations": list(self.concentrations), "horizon": self.horizon,
                 "n_seen": self.n_seen, "successes": self._successes.tolist(),
                 "checkpoints": [[t, s.tolist()] for t, s in self._checkpoints],
                 "alarmed": self._alarmed.tolist(), "next_look": self._next_look,
@@ -519,13 +534,15 @@ class Monitor:
         """A monitor resumed from :meth:`state_dict`'s data."""
         if not isinstance(state, Mapping) or state.get("format") != MONITOR_FORMAT:
             raise BadInputError(f"{where}: not a wcx monitor state")
-        if state.get("version") not in (1, MONITOR_VERSION):
+        if state.get("version") not in (1, 2, MONITOR_VERSION):
             raise BadInputError(f"{where}: monitor state version {state.get('version')!r}; this wcx reads "
-                                f"versions 1 and {MONITOR_VERSION}")
+                                f"versions 1 to {MONITOR_VERSION}")
         try:
             monitor = cls(ReferenceRates.from_dict(state["reference"], where=f"{where} reference"),
                           alpha=state["alpha"], alpha_risk=state["alpha_risk"], risk_target=state["risk_target"],
-                          max_pending=state["max_pending"], concentrations=state["concentrations"])
+                          max_pending=state["max_pending"], concentrations=state["concentrations"],
+                          # states before version 3 spent their budget without a horizon: resume alike
+                          horizon=state.get("horizon") if state.get("version") == MONITOR_VERSION else None)
             j = len(monitor.statistics)
             successes = np.asarray(state["successes"], dtype=np.int64)
             if successes.shape != (j,) or len(state["alarmed"]) != j:
