@@ -1265,6 +1265,11 @@ def serve_command(
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     strict: StrictOpt = False,
+    monitor: Annotated[bool, typer.Option("--monitor", help="Watch every served row with the calibration's drift "
+                                          "monitor: alarms in the log and on the wcx metrics port (/metrics, "
+                                          "/monitor as JSON).")] = False,
+    alpha: Annotated[float, typer.Option("--alpha", help="With --monitor: probability that traffic drawn like the "
+                                         "calibration data ever raises a drift alarm.")] = 0.01,
 ) -> None:
     """Serve the calibrated cascade from NVIDIA Triton (via PyTriton; the serve extra, in its own
     environment): model wcx_cascade, input x (N, C, H, W), outputs pred, score, accept, exit_stage.
@@ -1280,7 +1285,7 @@ def serve_command(
 
     final = serve(bundle, host=host, port=port, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                   input_dtype=input_dtype, probs=probs, backend=backend, threads=threads, strict=strict,
-                  on_ready=announce)
+                  monitor=monitor, alpha=alpha, on_ready=announce)
     err.print(f"stopped after {final['requests']} requests ({final['rows']} rows, {final['failed_requests']} "
               "failed)", markup=False, highlight=False)
 

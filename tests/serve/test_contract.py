@@ -142,3 +142,43 @@ def test_commands_have_the_library_defaults(command: str, module: str, function:
     assert len(shared) >= at_least, shared
     for name in shared:
         assert cli[name] == py[name], f"{command} --{name}: CLI {cli[name]!r}, {function} {py[name]!r}"
+
+
+def test_a_monitored_server_reports_its_alarms(capsys: pytest.CaptureFixture[str]) -> None:
+    """wcx serve --monitor: the AlarmLog observer feeds the monitor and logs each alarm once;
+    /metrics counts them and /monitor gives the status with every message (no server needed:
+    the metrics endpoint is wcx's own HTTP server)."""
+    import json
+    import socket
+    import urllib.request
+
+    from tests.runtime.test_monitor import _draw, _reference
+    from wcx.runtime.monitor import Monitor
+    from wcx.serve.metrics import start_metrics_server
+    from wcx.serve.server import AlarmLog
+
+    monitor = Monitor(_reference(np.random.default_rng(1)), alpha=0.01)
+    metrics = ServeMetrics(2, monitor=monitor)
+    log = AlarmLog(monitor)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        log.observe(_draw(rng, 64, shift=0.4))  # every stage-1 score moved up: alarms
+    text = metrics.prometheus()
+    alarms = [a for a in monitor.status()["alarms"] if a["kind"] == "drift"]
+    assert alarms and f"wcx_drift_alarms {len(alarms)}" in text and "wcx_monitor_inputs_total 640" in text
+    assert all(f'wcx_drift_alarm{{statistic="{a["statistic"]}"}} 1' in text for a in alarms)
+    logged = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wcx serve: drift")]
+    assert logged == [f"wcx serve: {a['message']}" for a in alarms]  # each alarm once, as raised
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = start_metrics_server(metrics, "127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/monitor", timeout=10) as r:
+            status = json.loads(r.read())
+        assert status["n_seen"] == 640 and [a["message"] for a in status["alarms"]] == [a["message"] for a in alarms]
+    finally:
+        server.shutdown()
+        server.server_close()
+    quiet = ServeMetrics(2)
+    assert "wcx_drift" not in quiet.prometheus() and quiet.snapshot()["monitor"] is None

@@ -7,17 +7,23 @@ rows that reached stage m, 1-based; stage 1 sees every row); the pass fraction o
 quantiles (``wcx_batch_seconds``: one cascade call on one dynamic batch, from the host clock;
 ``wcx_stage_seconds{stage="m"}``: that stage's share of it) are order statistics (the
 ``ceil(q * n)``-th smallest) over the last :data:`WINDOW` calls, so they follow the current load
-rather than the whole life of the server.
+rather than the whole life of the server. With a drift monitor (``wcx serve --monitor``):
+``wcx_monitor_inputs_total``, ``wcx_drift_alarms`` (how many statistics alarmed) and
+``wcx_drift_alarm{statistic="..."}`` (1 each); ``GET /monitor`` gives the monitor's status as
+JSON, every alarm with its message (what moved, since when, what to do).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import deque
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from wcx.json_values import json_safe
 
 __all__ = ["WINDOW", "QUANTILES", "ServeMetrics", "start_metrics_server"]
 
@@ -41,8 +47,11 @@ def quantile(values: Sequence[float], q: float) -> float:
 class ServeMetrics:
     """Counters and recent latencies of a served cascade; thread-safe."""
 
-    def __init__(self, n_stages: int, *, window: int = WINDOW) -> None:
+    def __init__(self, n_stages: int, *, window: int = WINDOW, monitor: Any = None) -> None:
+        """``monitor``: a drift :class:`~wcx.runtime.monitor.Monitor` watching the served
+        cascade, whose alarms the figures then include (None: no monitoring)."""
         self.n_stages = int(n_stages)
+        self.monitor = monitor
         self._lock = threading.Lock()
         self.requests = 0
         self.failed_requests = 0
@@ -84,6 +93,7 @@ class ServeMetrics:
                 "accept_rate": self.accepted / rows if rows else None,
                 "batch_seconds": {q: quantile(list(self._batch_seconds), q) for q in QUANTILES},
                 "stage_seconds": [{q: quantile(list(s), q) for q in QUANTILES} for s in self._stage_seconds],
+                "monitor": None if self.monitor is None else self.monitor.status(),
             }
 
     def prometheus(self) -> str:
@@ -112,7 +122,22 @@ class ServeMetrics:
                "calls that ran it.",
                [(f'{{stage="{m + 1}",quantile="{q}"}}', v)
                 for m, per in enumerate(s["stage_seconds"]) for q, v in per.items()])
+        watch = s["monitor"]
+        if watch is not None:
+            family("wcx_monitor_inputs_total", "counter", "Inputs the drift monitor has observed.",
+                   [("", watch["n_seen"])])
+            drift = [a for a in watch["alarms"] if a["kind"] == "drift"]
+            family("wcx_drift_alarms", "gauge", "Drift alarms raised (GET /monitor for what moved and what to do).",
+                   [("", len(drift))])
+            if drift:
+                family("wcx_drift_alarm", "gauge", "1 for every statistic whose drift alarm was raised.",
+                       [(f'{{statistic="{_label(a["statistic"])}"}}', 1) for a in drift])
         return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
@@ -122,17 +147,21 @@ def _number(value: float) -> str:
 
 
 def start_metrics_server(metrics: ServeMetrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve ``metrics`` at ``http://host:port/metrics`` from a daemon thread; ``shutdown()``
-    the returned server to stop it."""
+    """Serve ``metrics`` at ``http://host:port/metrics`` (and, with a monitor, its status as JSON
+    at ``/monitor``) from a daemon thread; ``shutdown()`` the returned server to stop it."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-            if self.path.split("?", 1)[0] != "/metrics":
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, kind = metrics.prometheus().encode(), "text/plain; version=0.0.4"
+            elif path == "/monitor" and metrics.monitor is not None:
+                body, kind = json.dumps(json_safe(metrics.monitor.status())).encode(), "application/json"
+            else:
                 self.send_error(404)
                 return
-            body = metrics.prometheus().encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

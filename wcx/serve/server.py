@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import sysconfig
 import threading
 import time
@@ -40,7 +41,7 @@ from wcx.serve.contract import INPUT_NAME, ServingContract
 from wcx.serve.metrics import ServeMetrics, start_metrics_server
 from wcx.serve.requests import answer_checked
 
-__all__ = ["ServerInfo", "serve", "stub_library_path", "check_serving_environment"]
+__all__ = ["AlarmLog", "ServerInfo", "serve", "stub_library_path", "check_serving_environment"]
 
 MODEL_NAME = "wcx_cascade"
 
@@ -123,6 +124,8 @@ def serve(
     backend: str = "auto",
     threads: int | None = None,
     strict: bool = False,
+    monitor: bool = False,
+    alpha: float = 0.01,
     on_ready: Callable[[ServerInfo], None] | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
@@ -133,12 +136,20 @@ def serve(
     ``metrics_port`` (``port + 2``); wcx's metrics ``wcx_metrics_port`` (``port + 3``).
     ``max_batch``: the most rows Triton merges into one cascade call (and the most one request
     may send); ``max_queue_delay_us``: how long it waits for more requests to merge.
+    ``monitor``: watch every served row with the calibration's drift
+    :class:`~wcx.runtime.monitor.Monitor` at false-alarm level ``alpha``: alarms go to the log
+    (stderr) and to wcx's metrics endpoint (``/metrics`` counts, ``/monitor`` the status).
     """
     if max_batch < 1:
         raise BadInputError(f"max_batch={max_batch}: must be at least 1")
     if max_queue_delay_us < 0:
         raise BadInputError(f"max_queue_delay_us={max_queue_delay_us}: must be >= 0")
     check_serving_environment()
+    watch = None
+    if monitor:  # before the server starts: a bundle without reference rates is refused here
+        from wcx.runtime.monitor import Monitor
+
+        watch = Monitor.for_bundle(bundle, alpha=alpha)
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -154,7 +165,9 @@ def serve(
 
     with Cascade.load(bundle, backend=backend, threads=threads, strict=strict) as cascade:
         contract = ServingContract.for_cascade(cascade, input_dtype=input_dtype, probs=probs)
-        metrics = ServeMetrics(cascade.n_stages)
+        metrics = ServeMetrics(cascade.n_stages, monitor=watch)
+        if watch is not None:
+            cascade.attach(AlarmLog(watch))
         config = TritonConfig(http_address=host, http_port=port, grpc_address=host, grpc_port=grpc_port,
                               metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
                               exit_timeout_secs=5, log_verbose=0)
@@ -184,6 +197,17 @@ def serve(
             metrics_server.shutdown()
             metrics_server.server_close()
         return metrics.snapshot()
+
+
+class AlarmLog:
+    """A cascade observer that feeds a monitor and writes each alarm it raises to stderr, once."""
+
+    def __init__(self, monitor: Any) -> None:
+        self.monitor = monitor
+
+    def observe(self, out: Any) -> None:
+        for alarm in self.monitor.observe(out):
+            print(f"wcx serve: {alarm.message()}", file=sys.stderr, flush=True)
 
 
 def _wait(triton: Any, stop: threading.Event | None) -> bool:
