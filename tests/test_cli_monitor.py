@@ -100,3 +100,14 @@ def test_recertify_that_certifies_nothing_exits_1_and_changes_nothing(calibrated
     assert "unchanged" in res.output
     assert (calibrated.path / "wcx.json").read_bytes() == manifest
     assert json.loads((tmp_path / "r.json").read_text())["manifest_written"] is False
+
+
+def test_the_cli_horizon_default_is_the_monitors() -> None:
+    """The CLI spells the default out (importing the monitor at start-up would load scipy)."""
+    import typer
+
+    from wcx.cli import app
+    from wcx.runtime.monitor import DEFAULT_HORIZON
+
+    params = {p.name: p.default for p in typer.main.get_command(app).commands["monitor"].params}
+    assert params["horizon"] == DEFAULT_HORIZON

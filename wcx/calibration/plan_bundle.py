@@ -33,7 +33,7 @@ from wcx.calibration.simulator import simulate_from_stages
 from wcx.calibration.targets import SelectiveRisk
 from wcx.core.manifest import ReferenceRates
 from wcx.core.provenance import Provenance
-from wcx.core.scores import COMBINES, check_combine, stage_outputs
+from wcx.core.scores import check_combines, stage_outputs
 from wcx.errors import BadInputError, WorkFailedError
 from wcx.json_values import json_safe
 
@@ -131,10 +131,7 @@ def plan_bundle(
         raise BadInputError(f"cost must be macs or latency, got {cost!r}")
     if selection not in SELECTION_METHODS:
         raise BadInputError(f"selection must be one of {', '.join(SELECTION_METHODS)}, got {selection!r}")
-    if not combines:
-        raise BadInputError("combines: search at least one of " + ", ".join(COMBINES))
-    for c in combines:
-        check_combine(c)
+    check_combines(combines)  # before the members run
     out = Path(out)
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise BadInputError(f"{out} already exists (pass overwrite=True to replace it)")

@@ -49,7 +49,7 @@ from wcx.calibration.targets import SelectiveRisk
 from wcx.calibration.window import EMPTY_WINDOW, quantile_band
 from wcx.core.arrays import numpy_ops
 from wcx.core.policy import NonePolicy, Policy, WindowPolicy, window_to_json
-from wcx.core.scores import COMBINES, check_combine, get_score, member_statistics
+from wcx.core.scores import check_combine, check_combines, get_score, member_statistics
 from wcx.errors import BadInputError
 from wcx.json_values import json_safe
 
@@ -473,11 +473,10 @@ def plan_cascade(
     cost_arr = np.asarray(costs, dtype=np.float64)
     fit_idx, cert_idx = fit_certify_split(z.shape[1], fit_fraction, seed)
     bound = max_cost if match_index is None else float(cost_arr[match_index])
-    if not combines:
-        raise BadInputError("combines: search at least one of " + ", ".join(COMBINES))
+    searched = check_combines(combines)
     outcomes = [search_front(z[:, fit_idx], y[fit_idx], cost_arr, risk=risk, score=score, max_stages=max_stages,
-                             width_grid=width_grid, beam=beam, max_cost=bound, groups=groups,
-                             combine=check_combine(c)) for c in dict.fromkeys(combines)]
+                             width_grid=width_grid, beam=beam, max_cost=bound, groups=groups, combine=c)
+                for c in searched]
     outcome = SearchOutcome(front=pareto_front([c for o in outcomes for c in o.front]), singles=outcomes[0].singles,
                             evaluated=sum(o.evaluated for o in outcomes), seconds=sum(o.seconds for o in outcomes))
     chosen_cascades = _choose_candidates(
@@ -510,7 +509,7 @@ def plan_cascade(
     match_cost = None if match_index is None else float(cost_arr[match_index])
     plan = Plan(pool=names, risk=risk, delta=delta, score=score,
                 objective={"match": match, "match_cost": match_cost, "max_cost": max_cost, "max_stages": max_stages,
-                           "combines": list(dict.fromkeys(combines))},
+                           "combines": searched},
                 candidates=candidates, test=tested, selection=selection, chosen=chosen, reference=reference,
                 reference_coverage=reference_coverage,
                 n_fit=int(fit_idx.size), n_certify=int(cert_idx.size), fit_fraction=fit_fraction, seed=seed,

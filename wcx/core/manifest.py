@@ -98,7 +98,9 @@ from wcx.core.tasks import get_task
 from wcx.errors import BadInputError
 
 SCHEMA_VERSION = 2
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+#: the version written when the policy section uses ``combine`` (module docstring)
+COMBINE_SCHEMA_VERSION = 3
+READABLE_VERSIONS: tuple[int, ...] = (1, SCHEMA_VERSION, COMBINE_SCHEMA_VERSION)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INPUT_DTYPES: tuple[str, ...] = ("float32", "float16", "uint8")
 LAYOUTS: tuple[str, ...] = ("NCHW",)
@@ -1032,7 +1034,7 @@ class Manifest:
         # and refuse (rather than misread) a cascade whose stages keep their own member's output
         uses_v3 = self.policy is not None and self.policy.combine != "mean"
         return {
-            "schema_version": 3 if uses_v3 else SCHEMA_VERSION,
+            "schema_version": COMBINE_SCHEMA_VERSION if uses_v3 else SCHEMA_VERSION,
             "created": self.created,
             "export": dict(self.export),
             "members": [m.to_dict() for m in self.members],

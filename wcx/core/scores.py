@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -55,6 +56,14 @@ def check_combine(combine: str) -> str:
     if combine not in COMBINES:
         raise BadInputError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}")
     return combine
+
+
+def check_combines(combines: Sequence[str]) -> list[str]:
+    """The distinct ``combines`` in order (at least one, each in :data:`COMBINES`), else
+    ``BadInputError``."""
+    if not combines:
+        raise BadInputError("combines: give at least one of " + ", ".join(COMBINES))
+    return [check_combine(c) for c in dict.fromkeys(combines)]
 
 
 class MemberStatistics(NamedTuple):
@@ -259,9 +268,15 @@ class ScoreState:
         if self.sum_statistic is not None:
             self.ops.add_to(self.sum_statistic, rows, self.score_fn.member_statistic(stats))
 
-    def count(self, stage: Any) -> Any:
-        """How many members the sums of a row at ``stage`` (int or array) hold."""
+    def count(self, stage: int) -> int:
+        """How many members the sums of a row at ``stage`` hold."""
         return stage if self.combine == "mean" else 1
+
+    def exit_probs(self, exit_stage: Array) -> Array:
+        """``P`` of every row at its own ``exit_stage`` (N,): the probabilities it exits with."""
+        if self.combine == "last":
+            return self.sum_probs / 1.0  # a copy: the sums stay the state's
+        return self.sum_probs / self.ops.astype(exit_stage, self.dtype)[:, None]
 
     def mean_probs(self, rows: Array | None, stage: int) -> Array:
         """``P_stage`` of ``rows``: the mean probabilities after ``stage`` members (``last``:

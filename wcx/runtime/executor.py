@@ -266,8 +266,7 @@ class Executor:
             outs = [job.pred, job.score, job.exit_stage, job.first_score]
             if job.return_probs:
                 assert job.state is not None
-                count = job.state.count(dev.ops.astype(job.exit_stage, job.state.dtype))
-                outs.append(job.state.sum_probs / (count[:, None] if job.state.combine == "mean" else count))
+                outs.append(job.state.exit_probs(job.exit_stage))
             host = dev.to_host(outs, job.slot)
         total = time.perf_counter() - job.t0
         pred, score, exit_stage = host[0].astype(np.int64), host[1].astype(np.float64), host[2].astype(np.int64)

@@ -83,7 +83,10 @@ class ServeMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         """The current figures as plain values (pass fractions and accept rate None before the
-        first row)."""
+        first row), and the monitor's status (None without one)."""
+        return {**self._figures(), "monitor": None if self.monitor is None else self.monitor.status()}
+
+    def _figures(self) -> dict[str, Any]:
         with self._lock:
             rows = self.rows
             return {
@@ -93,12 +96,11 @@ class ServeMetrics:
                 "accept_rate": self.accepted / rows if rows else None,
                 "batch_seconds": {q: quantile(list(self._batch_seconds), q) for q in QUANTILES},
                 "stage_seconds": [{q: quantile(list(s), q) for q in QUANTILES} for s in self._stage_seconds],
-                "monitor": None if self.monitor is None else self.monitor.status(),
             }
 
     def prometheus(self) -> str:
         """The figures in Prometheus' text exposition format (version 0.0.4)."""
-        s = self.snapshot()
+        s = self._figures()
         lines: list[str] = []
 
         def family(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
@@ -122,16 +124,15 @@ class ServeMetrics:
                "calls that ran it.",
                [(f'{{stage="{m + 1}",quantile="{q}"}}', v)
                 for m, per in enumerate(s["stage_seconds"]) for q, v in per.items()])
-        watch = s["monitor"]
-        if watch is not None:
+        if self.monitor is not None:
             family("wcx_monitor_inputs_total", "counter", "Inputs the drift monitor has observed.",
-                   [("", watch["n_seen"])])
-            drift = [a for a in watch["alarms"] if a["kind"] == "drift"]
+                   [("", self.monitor.n_seen)])
+            drift = [a for a in self.monitor.alarms if a.kind == "drift"]
             family("wcx_drift_alarms", "gauge", "Drift alarms raised (GET /monitor for what moved and what to do).",
                    [("", len(drift))])
             if drift:
                 family("wcx_drift_alarm", "gauge", "1 for every statistic whose drift alarm was raised.",
-                       [(f'{{statistic="{_label(a["statistic"])}"}}', 1) for a in drift])
+                       [(f'{{statistic="{_label(a.statistic)}"}}', 1) for a in drift])
         return "\n".join(lines) + "\n"
 
 
